@@ -1,0 +1,141 @@
+"""Per-channel PVs: spectra, sums, ROIs with their time series, SCAs and deadtime.
+
+A channel's PVs sit under several areaDetector prefixes (`MCA{n}:`, `MCASUM{n}:`,
+`MCA{n}ROI:{r}:`, `C{n}SCA:{k}:`, `C{n}:`, `det1:C{n}_...`), so one class per
+channel number is made by `channel_group(n, ...)` with the full suffixes spelled
+out. ROIs are a SubGroup each. Logic lives in the root group.
+"""
+from __future__ import annotations
+
+import functools
+
+from caproto import ChannelType
+from caproto.server import SubGroup, pvproperty
+
+from . import enums
+from .pvtypes import Xsp3Group, enum_pv, setting
+
+NUM_ROIS = 48
+NUM_SCAS = len(enums.SCA_NAMES)
+# Updates queued per subscriber of a waveform: a slow client skips old spectra
+# instead of making the server hold thousands of copies.
+WAVEFORM_BACKLOG = 8
+
+
+class RoiPVs(Xsp3Group):
+    """One ROI of one channel (NDROIStat-like): bins [MinX, MinX+SizeX)."""
+
+    def __init__(self, *args, channel: int, index: int, **kwargs):
+        self.channel = channel
+        self.index = index
+        super().__init__(*args, **kwargs)
+
+    async def apply_setting(self, attr, value):
+        return await self.root.roi_setting(self, attr, value)
+
+    _name = setting("roi_name", "Name", "", dtype=ChannelType.STRING, persist=True,
+                    doc="ROI name; clients list ROIs up to the first blank name.")
+    roi_name = _name["roi_name"]
+    roi_name_rbv = _name["roi_name_rbv"]
+    _use = setting("use", "Use", "No", enum_strings=enums.NO_YES, doc="Compute this ROI.")
+    use = _use["use"]
+    use_rbv = _use["use_rbv"]
+    _minx = setting("min_x", "MinX", 0, dtype=int, units="bins", lower_ctrl_limit=0,
+                    upper_ctrl_limit=4095, doc="First bin of the ROI.")
+    min_x = _minx["min_x"]
+    min_x_rbv = _minx["min_x_rbv"]
+    _sizex = setting("size_x", "SizeX", 4096, dtype=int, units="bins", lower_ctrl_limit=0,
+                     upper_ctrl_limit=4096, doc="Width of the ROI in bins (clipped at the last bin).")
+    size_x = _sizex["size_x"]
+    size_x_rbv = _sizex["size_x_rbv"]
+    _bgd = setting("bgd_width", "BgdWidth", 0, dtype=int, units="bins", lower_ctrl_limit=0,
+                   upper_ctrl_limit=512, doc="Bins at each edge averaged as background for Net_RBV.")
+    bgd_width = _bgd["bgd_width"]
+    bgd_width_rbv = _bgd["bgd_width_rbv"]
+    del _name, _use, _minx, _sizex, _bgd
+
+    total = pvproperty(name="Total_RBV", value=0.0, read_only=True, units="counts", precision=0,
+                       doc="Sum of the ROI bins in the latest frame.")
+    net = pvproperty(name="Net_RBV", value=0.0, read_only=True, units="counts", precision=1,
+                     doc="Total minus the edge background (BgdWidth) in the latest frame.")
+    min_value = pvproperty(name="MinValue_RBV", value=0.0, read_only=True, units="counts",
+                           doc="Smallest bin in the ROI, latest frame.")
+    max_value = pvproperty(name="MaxValue_RBV", value=0.0, read_only=True, units="counts",
+                           doc="Largest bin in the ROI, latest frame.")
+    mean_value = pvproperty(name="MeanValue_RBV", value=0.0, read_only=True, units="counts",
+                            precision=3, doc="Mean bin value in the ROI, latest frame.")
+
+
+@functools.lru_cache(maxsize=None)
+def _roi_class(ts_points: int):
+    """ROI group with a time series of `ts_points` points (one class per size)."""
+    ts_total = pvproperty(name="TSTotal", value=[0.0], dtype=float, max_length=ts_points,
+                      read_only=True, units="counts", max_subscription_backlog=WAVEFORM_BACKLOG,
+                      doc="ROI total of every frame of the time series (TSCurrentPoint points).")
+    return type(f"RoiPVs{ts_points}", (RoiPVs,), {"ts_total": ts_total})
+
+
+def channel_group(n: int, bins: int, ts_points: int):
+    """Make the PVGroup class of channel `n` (1-based)."""
+    ns: dict = {"__doc__": f"Channel {n}.", "__module__": __name__, "number": n}
+    zeros = [0.0] * bins
+    ns["spectrum"] = pvproperty(name=f"MCA{n}:ArrayData", value=zeros, dtype=float, max_length=bins,
+                                read_only=True, units="counts", max_subscription_backlog=WAVEFORM_BACKLOG,
+                                doc="Spectrum of the latest frame (all bins; bins outside the "
+                                    "recorded range read 0).")
+    ns["spectrum_sum"] = pvproperty(name=f"MCASUM{n}:ArrayData", value=zeros, dtype=float,
+                                    max_length=bins, read_only=True, units="counts",
+                                    max_subscription_backlog=WAVEFORM_BACKLOG,
+                                    doc="Sum of every frame since the last erase.")
+    ns["enable_callbacks"] = enum_pv(f"MCA{n}:EnableCallbacks", enums.DISABLE_ENABLE, 1,
+                                     doc="Accepted (no-op): spectra are always published.")
+    for k, sca in enumerate(enums.SCA_NAMES):
+        ns[f"sca{k}"] = pvproperty(name=f"C{n}SCA:{k}:Value_RBV", value=0.0, read_only=True,
+                                   precision=5 if k >= 9 else 0,
+                                   doc=f"{sca} of the latest frame.")
+    ns["dt_factor"] = pvproperty(name=f"C{n}:DTFactor_RBV", value=1.0, read_only=True, precision=5,
+                                 doc="Deadtime correction factor of the latest frame.")
+    ns["dead_time"] = pvproperty(name=f"C{n}:DeadTime_RBV", value=0.0, read_only=True, precision=5,
+                                 units="%", doc="Deadtime of the latest frame, percent.")
+    ns.update(setting("event_width", f"C{n}:EventWidth", 6, dtype=int, units="ticks",
+                      lower_ctrl_limit=0, upper_ctrl_limit=100,
+                      doc="Event width (80 MHz ticks) used in the deadtime formula."))
+    ns.update(setting("threshold", f"det1:C{n}_SCA4_THRESHOLD", 0, dtype=int, units="bins",
+                      lower_ctrl_limit=0, upper_ctrl_limit=bins - 1,
+                      doc="Good-event threshold written to the SDK."))
+    for w, sca in ((0, 5), (1, 6)):
+        ns.update(setting(f"win{w}_low", f"det1:C{n}_SCA{sca}_LLM", 0, dtype=int, units="bins",
+                          lower_ctrl_limit=0, upper_ctrl_limit=bins - 1,
+                          doc=f"Lower bin of in-window scaler {w + 1} (SDK window {w})."))
+        ns.update(setting(f"win{w}_high", f"det1:C{n}_SCA{sca}_HLM", bins - 1, dtype=int,
+                          units="bins", lower_ctrl_limit=0, upper_ctrl_limit=bins - 1,
+                          doc=f"Upper bin of in-window scaler {w + 1} (SDK window {w})."))
+    ns["ts_control"] = enum_pv(f"MCA{n}ROI:TSControl", enums.TS_CONTROL, 2,
+                               put=_ts_control_put,
+                               doc="Erase/Start, Start, Stop or Read the ROI time series.")
+    ns["ts_num_points"] = pvproperty(name=f"MCA{n}ROI:TSNumPoints", value=ts_points,
+                                     lower_ctrl_limit=1, upper_ctrl_limit=ts_points,
+                                     doc="Points the time series holds.")
+    ns["ts_current_point"] = pvproperty(name=f"MCA{n}ROI:TSCurrentPoint", value=0, read_only=True,
+                                        doc="Points recorded so far.")
+    ns["ts_acquiring"] = enum_pv(f"MCA{n}ROI:TSAcquiring", enums.TS_ACQUIRING, 0, read_only=True,
+                                 doc="Whether the time series is recording.")
+    ns["roi_enable_callbacks"] = enum_pv(f"MCA{n}ROI:EnableCallbacks", enums.DISABLE_ENABLE, 1,
+                                         doc="Accepted (no-op).")
+    for r in range(1, NUM_ROIS + 1):
+        ns[f"roi{r}"] = SubGroup(_roi_class(ts_points), prefix=f"MCA{n}ROI:{r}:", channel=n,
+                                 index=r, doc=f"ROI {r} of channel {n}.")
+    return type(f"Channel{n}PVs", (_ChannelBase,), ns)
+
+
+async def _ts_control_put(group, instance, value):
+    return await group.root.ts_control(group, value)
+
+
+class _ChannelBase(Xsp3Group):
+    async def apply_setting(self, attr, value):
+        return await self.root.channel_setting(self, attr, value)
+
+    @property
+    def rois(self):
+        return [getattr(self, f"roi{r}") for r in range(1, NUM_ROIS + 1)]

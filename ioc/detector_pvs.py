@@ -1,0 +1,204 @@
+"""`det1:` PVs: acquisition control, detector configuration and status.
+
+Names, enum strings and put semantics follow the areaDetector Xspress3 IOC so
+existing clients work unchanged. The group holds PVs only: every putter hands
+over to the root group (`server.Xspress3IOC`), which owns the logic.
+"""
+from __future__ import annotations
+
+from caproto import ChannelType
+from caproto.server import pvproperty
+
+from . import enums
+from .pvtypes import PutRejected, Xsp3Group, command, enum_pv, setting, text_pv
+
+MAX_EXPOSURE_S = 53.6  # 2**32 ticks of the 80 MHz clock
+MIN_EXPOSURE_S = 1e-5
+MAX_INT32 = 2**31 - 1
+
+
+def _ns() -> dict:
+    ns: dict = {"__doc__": __doc__, "__module__": __name__}
+
+    async def _acquire_put(group, instance, value):
+        return await group.root.acquire_put(instance, value)
+
+    ns["acquire"] = enum_pv("Acquire", enums.ACQUIRE, 0, put=_acquire_put,
+                            doc="1 starts (or arms) an acquisition, 0 stops it. A put with callback "
+                                "completes when the acquisition has ended.")
+    ns["acquire_rbv"] = enum_pv("Acquire_RBV", enums.ACQUIRE_RBV, 0, read_only=True,
+                                doc="1 while acquiring; always posts 1 before 0, even for one frame.")
+    ns.update(setting("acquire_time", "AcquireTime", 1.0, dtype=float, units="s", precision=6,
+                      lower_ctrl_limit=MIN_EXPOSURE_S, upper_ctrl_limit=MAX_EXPOSURE_S,
+                      doc="Exposure (frame time) in seconds for internally timed frames."))
+    ns.update(setting("acquire_period", "AcquirePeriod", 0.0, dtype=float, units="s", precision=6,
+                      lower_ctrl_limit=0.0, upper_ctrl_limit=3600.0,
+                      doc="Accepted for areaDetector clients; frames follow AcquireTime (no-op)."))
+    ns.update(setting("num_images", "NumImages", 1, dtype=int, units="frames",
+                      lower_ctrl_limit=1, upper_ctrl_limit=MAX_INT32,
+                      doc="Frames per acquisition; also copied into HDF1:NumCapture."))
+    ns["num_images_counter"] = pvproperty(name="NumImagesCounter_RBV", value=0, read_only=True,
+                                          units="frames", doc="Frames acquired in this acquisition.")
+    ns.update(setting("trigger_mode", "TriggerMode", "Internal", enum_strings=enums.TRIGGER_MODES,
+                      doc="Frame timing source. Internal and Software + Internal start at once; "
+                          "the external modes arm and wait for triggers."))
+    ns.update(setting("image_mode", "ImageMode", "Multiple", enum_strings=enums.IMAGE_MODES,
+                      doc="Accepted for areaDetector clients; NumImages sets the frame count (no-op)."))
+    ns["soft_trigger"] = enum_pv("SoftTrigger", enums.SOFT_TRIGGER, 0,
+                                 put=_handler("soft_trigger_put"),
+                                 doc="In Software modes, advances to the next frame.")
+    ns["soft_trigger_rbv"] = enum_pv("SoftTrigger_RBV", enums.SOFT_TRIGGER, 0, read_only=True,
+                                     doc="Readback of SoftTrigger.")
+    ns["trigger"] = enum_pv("TRIGGER", enums.TRIGGER, 0, put=_handler("soft_trigger_put"),
+                            doc="Same as SoftTrigger (name used by ophyd's Xspress3 cam).")
+    ns.update(command("erase_cmd", "ERASE", "erase", strings=enums.ERASE,
+                      doc="Any write erases the frames used, the sums and the counters; the put "
+                          "completes when the erase is done (milliseconds)."))
+    ns.update(setting("erase_on_start", "EraseOnStart", "Yes", enum_strings=enums.NO_YES,
+                      doc="Yes: each acquisition starts from zeroed sums and counters. Frame memory "
+                          "used by a run is always cleared first, so no frame carries old counts."))
+    ns.update(command("update_cmd", "UPDATE", "update_arrays", strings=("Done", "Update"),
+                      doc="Posts the latest spectra and scalers now."))
+    ns.update(setting("array_counter", "ArrayCounter", 0, dtype=int, lower_ctrl_limit=0,
+                      upper_ctrl_limit=MAX_INT32, persist=False,
+                      doc="Frames read out; 0 at acquisition start, +1 per frame."))
+    ns.update(setting("array_callbacks", "ArrayCallbacks", "Enable", enum_strings=enums.DISABLE_ENABLE,
+                      doc="Enable: spectra go to the waveform PVs, the stream and the file writer."))
+    ns["detector_state"] = enum_pv("DetectorState_RBV", enums.DETECTOR_STATES, enums.State.INITIALIZING,
+                                   read_only=True, doc="areaDetector detector state.")
+    ns["status_message"] = text_pv("StatusMessage_RBV", "Initializing", read_only=True,
+                                   doc="What the IOC is doing, or why the last request failed.")
+    ns.update(setting("ctrl_dtc", "CTRL_DTC", "Disable", enum_strings=enums.DISABLE_ENABLE,
+                      rbv_strings=enums.DISABLED_ENABLED,
+                      doc="Enable: spectra are deadtime-corrected (float64) in files and the stream."))
+    ns.update(setting("config_path", "CONFIG_PATH", "", dtype=ChannelType.CHAR,
+                      doc="Calibration directory restored by RESTORE_SETTINGS / CONNECT."))
+    ns.update(setting("config_save_path", "CONFIG_SAVE_PATH", "", dtype=ChannelType.CHAR,
+                      doc="Directory that SAVE_SETTINGS writes calibration to."))
+    ns.update(command("connect_cmd", "CONNECT", "connect", doc="Opens the detector (again)."))
+    ns.update(command("disconnect_cmd", "DISCONNECT", "disconnect", doc="Stops and closes the detector."))
+    ns["connected"] = enum_pv("CONNECTED", enums.CONNECTED, 0, read_only=True,
+                              doc="Whether the detector is open.")
+    ns.update(command("reset_cmd", "RESET", "reset", doc="Stops any run and clears an Error state."))
+    ns.update(command("save_settings_cmd", "SAVE_SETTINGS", "save_settings",
+                      doc="Writes the SDK calibration to CONFIG_SAVE_PATH."))
+    ns.update(command("restore_settings_cmd", "RESTORE_SETTINGS", "restore_settings",
+                      doc="Loads the SDK calibration from CONFIG_PATH."))
+    ns.update(setting("num_channels", "NUM_CHANNELS", 1, dtype=int, units="channels",
+                      lower_ctrl_limit=1, upper_ctrl_limit=256, persist=False,
+                      doc="Channels read out (1..MAX_NUM_CHANNELS_RBV)."))
+    for attr, name, doc in (
+            ("max_num_channels", "MAX_NUM_CHANNELS_RBV", "Channels of the system."),
+            ("num_cards", "NUM_CARDS_RBV", "Cards of the system."),
+            ("max_frames", "MAX_FRAMES_RBV", "Frame memory of the detector, in frames."),
+            ("max_frames_driver", "MAX_FRAMES_DRIVER_RBV", "Frames one acquisition may hold."),
+            ("frame_count", "FRAME_COUNT_RBV", "Frames completed by the detector in this run."),
+            ("max_spectra_rbv", "MAX_SPECTRA_RBV", "Bins per spectrum."),
+            ("num_frames_config_rbv", "NUM_FRAMES_CONFIG_RBV", "Frame memory configured."),
+            ("unique_id", "UniqueId_RBV", "Frame number of the latest frame posted."),
+            ("array_size_x", "ArraySizeX_RBV", "Bins per spectrum."),
+            ("array_size_y", "ArraySizeY_RBV", "Channels."),
+            ("array_size_z", "ArraySizeZ_RBV", "Always 0."),
+            ("array_size0", "ArraySize0_RBV", "Bins per spectrum."),
+            ("array_size1", "ArraySize1_RBV", "Channels."),
+            ("array_size2", "ArraySize2_RBV", "Always 0."),
+            ("stream_receivers", "StreamReceivers_RBV", "Receivers connected to the data stream."),
+            ("stream_frames_sent", "StreamFramesSent_RBV", "Frames sent on the stream in this run."),
+            ("stream_frames_lost", "StreamFramesLost_RBV", "Frames that could not be streamed in this run."),
+            ("frames_lost", "FramesLost_RBV", "Frames lost by the detector (overrun) in this run."),
+    ):
+        ns[attr] = pvproperty(name=name, value=0, read_only=True, doc=doc)
+    ns["max_spectra"] = pvproperty(name="MAX_SPECTRA", value=4096, doc="Accepted; bins are fixed (no-op).")
+    ns["num_frames_config"] = pvproperty(name="NUM_FRAMES_CONFIG", value=0,
+                                         doc="Accepted; frame memory is set by --frames-memory (no-op).")
+    ns.update(setting("run_flags", "RUN_FLAGS", 0, enum_strings=enums.RUN_FLAGS,
+                      doc="SDK run flags; only scalers and histograms are supported."))
+    ns.update(setting("circular_buffer", "CircularBuffer", "Yes", enum_strings=enums.NO_YES,
+                      doc="Yes: runs longer than frame memory use the circular buffer. No: "
+                          "NumImages above MAX_FRAMES_RBV is rejected."))
+    ns.update(setting("invert_f0", "INVERT_F0", 0, dtype=int, lower_ctrl_limit=0, upper_ctrl_limit=1,
+                      doc="Invert the F0 (frame) trigger input."))
+    ns.update(setting("invert_veto", "INVERT_VETO", 0, dtype=int, lower_ctrl_limit=0, upper_ctrl_limit=1,
+                      doc="Invert the veto (gate) input."))
+    ns.update(setting("debounce", "DEBOUNCE", 0, dtype=int, units="cycles", lower_ctrl_limit=0,
+                      upper_ctrl_limit=255, doc="Trigger debounce in 80 MHz cycles."))
+    ns.update(setting("record_min_x", "RecordMinX", 0, dtype=int, units="bins", lower_ctrl_limit=0,
+                      upper_ctrl_limit=4095,
+                      doc="First bin read out, streamed and written (partial spectrum)."))
+    ns.update(setting("record_size_x", "RecordSizeX", 4096, dtype=int, units="bins",
+                      lower_ctrl_limit=1, upper_ctrl_limit=4096,
+                      doc="Number of bins read out, streamed and written (partial spectrum)."))
+    ns.update(setting("update_rate", "UpdateRate", 10.0, dtype=float, units="Hz", precision=1,
+                      lower_ctrl_limit=0.1, upper_ctrl_limit=50.0,
+                      doc="Maximum rate of spectrum, ROI and SCA PV updates during a run."))
+    # ADBase PVs that clients write or read; accepted and documented as no-ops here.
+    ns.update(setting("data_type", "DataType", "UInt32", enum_strings=enums.DATA_TYPES,
+                      doc="Follows CTRL_DTC (UInt32, or Float64 when corrected); writes are no-ops."))
+    ns.update(setting("color_mode", "ColorMode", "Mono", enum_strings=enums.COLOR_MODES,
+                      doc="Always Mono (no-op)."))
+    for attr, name, value in (("bin_x", "BinX", 1), ("bin_y", "BinY", 1), ("min_x", "MinX", 0),
+                              ("min_y", "MinY", 0), ("size_x", "SizeX", 4096), ("size_y", "SizeY", 1),
+                              ("num_exposures", "NumExposures", 1)):
+        ns.update(setting(attr, name, value, dtype=int, lower_ctrl_limit=0, upper_ctrl_limit=MAX_INT32,
+                          doc=f"ADBase {name}: accepted, no effect on the Xspress3 (no-op)."))
+    ns.update(setting("gain", "Gain", 1.0, dtype=float, lower_ctrl_limit=0.0, upper_ctrl_limit=1e6,
+                      doc="ADBase Gain: accepted, no effect (no-op)."))
+    ns["wait_for_plugins"] = enum_pv("WaitForPlugins", enums.NO_YES, 0,
+                                     doc="Accepted; the IOC always hands frames to the writer (no-op).")
+    ns["nd_attributes_file"] = text_pv("NDAttributesFile", "", doc="Accepted (no-op).")
+    ns["det_name"] = pvproperty(name="NAME", value="Xspress3", dtype=ChannelType.STRING, doc="Detector name.")
+    for attr, name, doc in (
+            ("manufacturer", "Manufacturer_RBV", "Manufacturer."),
+            ("model", "Model_RBV", "Model; says 'simulated' when the built-in simulator runs."),
+            ("driver_version", "DriverVersion_RBV", "xspress3-ioc version."),
+            ("adcore_version", "ADCoreVersion_RBV", "areaDetector core version this IOC mimics."),
+            ("serial_number", "SerialNumber_RBV", "Serial number (address of the system)."),
+            ("sdk_version", "SDKVersion_RBV", "SDK library in use."),
+            ("firmware_version", "FirmwareVersion_RBV", "Hardware generation."),
+            ("port_name", "PortName_RBV", "Port name."),
+            ("stream_endpoint", "StreamEndpoint_RBV", "zmq endpoint of the data stream."),
+            ("monitor_endpoint", "MonitorEndpoint_RBV", "zmq endpoint of the monitor socket."),
+    ):
+        ns[attr] = pvproperty(name=name, value="", dtype=ChannelType.STRING, read_only=True, doc=doc)
+    ns["stream_lost_reason"] = text_pv("StreamLostReason_RBV", "", read_only=True,
+                                       doc="Why stream frames were lost in this run, if any.")
+    ns["simulation"] = enum_pv("Simulation_RBV", enums.NO_YES, 0, read_only=True,
+                               doc="Yes when the built-in simulator stands in for the hardware.")
+    return ns
+
+
+def _handler(method: str):
+    async def _put(group, instance, value):
+        return await getattr(group.root, method)(instance, value)
+    return _put
+
+
+class _DetectorBase(Xsp3Group):
+    async def apply_setting(self, attr, value):
+        return await self.root.apply_setting(attr, value)
+
+    async def erase(self):
+        await self.root.erase()
+
+    async def update_arrays(self):
+        await self.root.update_arrays()
+
+    async def connect(self):
+        await self.root.connect()
+
+    async def disconnect(self):
+        await self.root.disconnect()
+
+    async def reset(self):
+        await self.root.reset()
+
+    async def save_settings(self):
+        await self.root.save_sdk_settings()
+
+    async def restore_settings(self):
+        await self.root.restore_sdk_settings()
+
+
+DetectorPVs = type("DetectorPVs", (_DetectorBase,), _ns())
+
+__all__ = ["DetectorPVs", "PutRejected", "MAX_EXPOSURE_S", "MIN_EXPOSURE_S"]

@@ -1,0 +1,47 @@
+"""Enum strings of the IOC's PVs: the one place they are written down.
+
+They match the areaDetector Xspress3 IOC exactly, because clients built on
+ophyd-async compare them as strict enums.
+"""
+
+DETECTOR_STATES = ("Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting", "Error",
+                   "Waiting", "Initializing", "Disconnected", "Aborted")
+
+class State:
+    """Names of DETECTOR_STATES entries, to avoid typos in code."""
+    IDLE, ACQUIRE, READOUT, CORRECT, SAVING, ABORTING, ERROR, WAITING, INITIALIZING, \
+        DISCONNECTED, ABORTED = DETECTOR_STATES
+
+
+TRIGGER_MODES = ("Software", "Internal", "IDC", "TTL Veto Only", "TTL Both", "LVDS Veto Only",
+                 "LVDS Both", "Software + Internal")
+
+ACQUIRE = ("Done", "Acquire")
+ACQUIRE_RBV = ("Done", "Acquiring")
+NO_YES = ("No", "Yes")
+DISABLE_ENABLE = ("Disable", "Enable")
+DISABLED_ENABLED = ("Disabled", "Enabled")
+IMAGE_MODES = ("Single", "Multiple", "Continuous")
+DATA_TYPES = ("Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
+              "Float32", "Float64")
+COLOR_MODES = ("Mono", "Bayer", "RGB1", "RGB2", "RGB3", "YUV444", "YUV422", "YUV421")
+CONNECTED = ("Disconnected", "Connected")
+RUN_FLAGS = ("SCALERS & HIST", "PLAYB, SCALERS & HIST")
+SOFT_TRIGGER = ("Idle", "Trigger")
+TRIGGER = ("Do Nothing", "Trigger")
+ERASE = ("Done", "Erase")
+GATE = ("Closed", "Open")
+
+TS_CONTROL = ("Erase/Start", "Start", "Stop", "Read")
+TS_ACQUIRING = ("Done", "Acquiring")
+
+FILE_WRITE_MODES = ("Single", "Capture", "Stream")
+CAPTURE = ("Done", "Capture")
+CAPTURE_RBV = ("Done", "Capturing")
+WRITE_STATUS = ("Write OK", "Write error")
+WRITE_FILE_RBV = ("Done", "Writing")
+COMPRESSION = ("None", "N-bit", "szip", "zlib", "Blosc", "BSLZ4", "LZ4", "JPEG")
+
+# SCA index k of C{n}SCA:{k}:Value_RBV
+SCA_NAMES = ("ClockTicks", "ResetTicks", "ResetCounts", "AllEvent", "AllGood", "Window1",
+             "Window2", "Pileup", "EventWidth", "DTFactor", "DTPercent")

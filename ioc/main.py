@@ -1,0 +1,132 @@
+"""`xspress3-ioc`: start the IOC (on the built-in simulator unless --sdk is given)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import logging
+import signal
+import sys
+
+from caproto.server import run as caproto_run  # noqa: F401  (documents the caproto entry point)
+from caproto.asyncio.server import Context
+
+from xspress3.driver import Xspress3Error
+
+from .options import DEFAULT_MONITOR, DEFAULT_STREAM, IocOptions, default_settings_file
+from .server import build_ioc_class
+
+log = logging.getLogger("xspress3.ioc")
+
+
+def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="xspress3-ioc", description=__doc__)
+    p.add_argument("--prefix", default="XSP3:", help="PV prefix (default XSP3:)")
+    p.add_argument("--channels", type=int, default=4, help="channels (default 4)")
+    p.add_argument("--cards", type=int, default=1, help="cards (default 1)")
+    p.add_argument("--frames-memory", type=int, default=16384,
+                   help="detector frame memory in frames (default 16384)")
+    p.add_argument("--sdk", metavar="PATH", default=None,
+                   help="real libxspress3.so; without it the built-in simulator runs")
+    p.add_argument("--address", default="192.168.0.1", help="detector base IP address")
+    p.add_argument("--port", type=int, default=-1, help="detector base port (-1: SDK default)")
+    p.add_argument("--config-dir", default=None, help="calibration directory restored at connect")
+    p.add_argument("--settings", default=None, metavar="FILE",
+                   help="where user settings persist (default ~/.config/xspress3-ioc/PREFIX.json; "
+                        "'none' disables)")
+    p.add_argument("--stream", default=DEFAULT_STREAM,
+                   help=f"zmq endpoint the data stream binds (default {DEFAULT_STREAM}; 'none' disables)")
+    p.add_argument("--monitor", default=DEFAULT_MONITOR,
+                   help=f"zmq endpoint of the monitor socket (default {DEFAULT_MONITOR}; 'none' disables)")
+    p.add_argument("--stream-queue", type=int, default=8192, metavar="FRAMES",
+                   help="frames the stream may hold before back-pressure (high-water mark)")
+    p.add_argument("--ts-points", type=int, default=16384, help="points of the ROI time series")
+    p.add_argument("--interfaces", nargs="+", default=None,
+                   help="network interfaces to serve Channel Access on (default: all)")
+    p.add_argument("--list-pvs", action="store_true", help="print the PV names at start")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    args = p.parse_args(argv)
+
+    def none_or(value):
+        return None if value is None or value.lower() == "none" else value
+
+    options = IocOptions(
+        prefix=args.prefix, library=args.sdk, cards=args.cards, channels=args.channels,
+        frames_memory=args.frames_memory, address=args.address, port=args.port,
+        config_dir=args.config_dir,
+        settings_file=(default_settings_file(args.prefix) if args.settings is None
+                       else none_or(args.settings)),
+        stream=none_or(args.stream), monitor=none_or(args.monitor),
+        stream_queue_frames=args.stream_queue, ts_points=args.ts_points)
+    return options, args
+
+
+def _logging(args) -> None:
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if args.verbose < 2:
+        logging.getLogger("caproto").setLevel(logging.WARNING)
+
+
+def create(options: IocOptions):
+    """Open the detector and build the IOC group. A detector that cannot be opened
+    leaves the IOC up in Disconnected state (CONNECT retries)."""
+    driver, error = None, ""
+    try:
+        driver = options.open_driver()
+    except Xspress3Error as ex:
+        error = str(ex)
+        log.error("detector not opened: %s", error)
+    cls = build_ioc_class(options)
+    return cls(prefix=options.prefix, options=options, driver=driver, driver_error=error)
+
+
+async def serve(ioc, interfaces=None) -> None:
+    ctx = Context(ioc.pvdb, interfaces)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = asyncio.create_task(ctx.run(log_pv_names=False, startup_hook=None))
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({server, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if server in done:
+        server.result()  # re-raise a server failure
+    log.info("stopping: acquisition, files, sockets and the SDK are being closed")
+    await ioc.shutdown_ioc()
+    server.cancel()
+    try:
+        await server
+    except asyncio.CancelledError:
+        pass
+
+
+def main(argv=None) -> int:
+    options, args = parse_args(argv)
+    _logging(args)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack
+    ioc = create(options)
+    driver = ioc.driver
+    if options.simulated:
+        log.warning("SIMULATION: no --sdk given, the built-in simulated Xspress3 is in use")
+    describe = (f"{driver.library_path} ({'simulator' if driver.simulated else 'SDK'})"
+                if driver is not None else f"none (not connected: {ioc._driver_error})")
+    print(f"xspress3-ioc: prefix {options.prefix}, {len(ioc.pvdb)} PVs, {options.channels} channels",
+          flush=True)
+    print(f"xspress3-ioc: driver {describe}", flush=True)
+    print(f"xspress3-ioc: stream {options.stream or 'off'}, monitor {options.monitor or 'off'}, "
+          f"settings {options.settings_file or 'not saved'}", flush=True)
+    if args.list_pvs:
+        for name in ioc.pvdb:
+            print(name)
+    try:
+        asyncio.run(serve(ioc, args.interfaces))
+    except KeyboardInterrupt:
+        pass
+    print("xspress3-ioc: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

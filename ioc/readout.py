@@ -1,0 +1,325 @@
+"""The readout thread: detector memory -> frame blocks -> consumers and PVs.
+
+It never touches PVs and never runs on the event loop. Per run it polls the
+driver's progress, reads every completed frame in blocks into fresh arrays (one
+allocation per block, not per frame), computes deadtime, ROI totals and sums
+with numpy over the whole block, hands the block to each consumer (stream, file
+writer, monitor) and posts a summary of the newest frame to the IOC at the
+display rate through the `publish` callback (a thread-safe queue put).
+
+Back-pressure: when a consumer's queue is full, frames stay in detector memory
+while there is room (the consumer gets `stall_timeout` seconds, and in circular
+mode the unread frames must stay under 3/4 of memory); past that the block is
+counted as lost by that consumer, with the reason. Nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+
+from xspress3.driver import Xspress3Error, compute as deadtime
+from xspress3.writers.wire import FrameBlock
+
+from .rois import RoiTable, roi_stats, roi_totals
+
+log = logging.getLogger(__name__)
+
+MAX_BLOCK_BYTES = 8 << 20     # a block holds at most this much spectrum data
+MAX_BLOCK_FRAMES = 1024
+CIRCULAR_HIGH_WATER = 0.75    # fraction of frame memory unread before consumers lose frames
+
+
+class Consumer(Protocol):
+    name: str
+    stall_timeout: float
+
+    def offer(self, block: FrameBlock, timeout: float = 0.0) -> bool: ...
+    def count_lost(self, frames: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the readout needs to know about one run, fixed at its start."""
+    run_id: int
+    num_frames: int
+    channels: int
+    first_bin: int
+    num_bins: int
+    full_bins: int
+    circular: bool
+    memory: int
+    event_width: np.ndarray
+    dtc: bool
+    ts_points: int
+    first_frame_number: int = 0   # ArrayCounter value before the run
+
+
+@dataclass
+class FrameSummary:
+    """Newest frame of a run, shaped for the PVs (posted at the display rate)."""
+    run_id: int
+    frames_read: int
+    frames_acquired: int
+    frame_number: int
+    spectra: np.ndarray          # (ch, full_bins) float64, zeros outside the recorded range
+    sca: np.ndarray              # (ch, 11) float64: 8 scalers, EventWidth, DTFactor, DTPercent
+    rois: np.ndarray             # (ch, 48, 5): total, net, min, max, mean
+    sums: Optional[np.ndarray]   # (ch, full_bins) float64
+    ts_point: int = 0
+
+
+@dataclass
+class RunEnd:
+    run_id: int
+    outcome: str                 # "completed" | "aborted" | "error"
+    message: str
+    frames_read: int
+    lost: dict = field(default_factory=dict)
+
+
+@dataclass
+class TimeSeries:
+    """Per-frame ROI totals of the channels' used ROIs (MCA{n}ROI:{r}:TSTotal)."""
+    points: int
+    current: int = 0
+    acquiring: bool = False
+    manual: bool = False
+    data: dict = field(default_factory=dict)   # (channel index, roi index) -> array(points)
+
+    def erase(self) -> None:
+        self.current = 0
+        self.data.clear()
+
+    def append(self, totals: dict, n: int) -> None:
+        """totals: (ch, r) -> array of n frame totals; frames past `points` are not kept."""
+        if not self.acquiring:
+            return
+        room = max(0, self.points - self.current)
+        take = min(room, n)
+        for key, values in totals.items():
+            arr = self.data.get(key)
+            if arr is None:
+                arr = self.data[key] = np.zeros(self.points)
+            arr[self.current:self.current + take] = values[:take]
+        self.current += take
+        if self.current >= self.points:
+            self.acquiring = False
+
+
+class Readout(threading.Thread):
+    """Owns the read side of the detector during runs (see module docstring)."""
+
+    def __init__(self, publish: Callable[[object], None], ts_points: int,
+                 consumers: Optional[list] = None, poll_s: float = 0.002):
+        super().__init__(name="xsp3-readout", daemon=True)
+        self._publish = publish
+        self._plans: queue.Queue = queue.Queue()
+        self._stop_run = threading.Event()
+        self._shutdown = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.consumers: list = list(consumers or [])
+        self.monitor = None            # object with update(block); latest frame on request
+        self.driver = None
+        self.poll_s = poll_s
+        self.update_period = 0.1
+        self.rois = RoiTable.empty(1)
+        self.lock = threading.Lock()   # guards sums and time series against erase
+        self.sums: Optional[np.ndarray] = None
+        self.ts = TimeSeries(ts_points)
+
+    # ---- called from the event loop -------------------------------------------------
+    def begin(self, driver, plan: RunPlan) -> None:
+        self._idle.clear()
+        self._stop_run.clear()
+        self._plans.put((driver, plan))
+
+    def request_stop(self) -> None:
+        """Finish the run after reading the frames the detector completed."""
+        self._stop_run.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)
+
+    @property
+    def idle(self) -> bool:
+        return self._idle.is_set()
+
+    def shutdown(self) -> None:
+        self._shutdown.set()
+        self._stop_run.set()
+        self._plans.put(None)
+
+    def erase(self, channels: int, full_bins: int) -> None:
+        with self.lock:
+            self.sums = np.zeros((channels, full_bins), dtype=np.uint64)
+            self.ts.erase()
+
+    # ---- thread ------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self._shutdown.is_set():
+            item = self._plans.get()
+            if item is None:
+                break
+            driver, plan = item
+            try:
+                end = self._run(driver, plan)
+            except Exception as ex:  # report, never die: the IOC must keep running
+                log.exception("readout failed")
+                end = RunEnd(plan.run_id, "error", f"readout failed: {ex}", 0)
+            self._idle.set()
+            self._publish(end)
+
+    def _run(self, driver, plan: RunPlan) -> RunEnd:
+        read = 0
+        acquired = 0
+        lost: dict = {}
+        last_post = 0.0
+        latest: Optional[FrameBlock] = None
+        block_frames = max(1, min(MAX_BLOCK_FRAMES,
+                                  MAX_BLOCK_BYTES // (4 * plan.channels * plan.num_bins)))
+        with self.lock:
+            if self.sums is None or self.sums.shape != (plan.channels, plan.full_bins):
+                self.sums = np.zeros((plan.channels, plan.full_bins), dtype=np.uint64)
+        outcome, message = "completed", ""
+        while True:
+            try:
+                progress = driver.progress()
+            except Xspress3Error as ex:
+                outcome, message = "error", str(ex)
+                break
+            acquired = progress.frames
+            if progress.overrun:
+                outcome = "error"
+                message = (f"frame memory overrun after {acquired} frames: the readout fell "
+                           f"more than {plan.memory} frames behind")
+                lost["detector overrun"] = max(0, plan.num_frames - read)
+                break
+            available = min(acquired, plan.num_frames) - read
+            if available > 0:
+                n = min(available, block_frames)
+                try:
+                    block = self._read_block(driver, plan, read, n)
+                except Xspress3Error as ex:
+                    outcome, message = "error", str(ex)
+                    break
+                read += n
+                self._account(plan, block)
+                self._deliver(driver, plan, block, read, lost)
+                latest = block
+                now = time.monotonic()
+                if now - last_post >= self.update_period:
+                    last_post = now
+                    self._publish(self._summary(plan, latest, read, acquired))
+                continue
+            if read >= plan.num_frames:
+                break
+            if self._stop_run.is_set():
+                outcome, message = "aborted", "stopped"
+                try:
+                    if not driver.is_busy() and driver.progress().frames <= read:
+                        break
+                except Xspress3Error as ex:
+                    outcome, message = "error", str(ex)
+                    break
+            elif not self._busy(driver):
+                # the detector ended the run by itself with frames missing
+                try:
+                    final = driver.progress()
+                except Xspress3Error as ex:
+                    outcome, message = "error", str(ex)
+                    break
+                if final.frames <= read:
+                    if final.overrun:
+                        continue
+                    outcome = "error"
+                    message = f"detector stopped after {read} of {plan.num_frames} frames"
+                    break
+            time.sleep(self.poll_s)
+        if latest is not None:
+            self._publish(self._summary(plan, latest, read, acquired))
+        return RunEnd(plan.run_id, outcome, message, read, lost)
+
+    @staticmethod
+    def _busy(driver) -> bool:
+        try:
+            return driver.is_busy()
+        except Xspress3Error:
+            return False
+
+    def _read_block(self, driver, plan: RunPlan, first: int, n: int) -> FrameBlock:
+        spectra = np.empty((n, plan.channels, plan.num_bins), dtype=np.uint32)
+        scalers = np.empty((n, plan.channels, 9), dtype=np.uint32)
+        driver.read_spectra(spectra, first, first_bin=plan.first_bin)
+        driver.read_scalers(scalers, first)
+        if plan.circular:
+            driver.ack(first, n)
+        factor, percent = deadtime(scalers, plan.event_width)
+        if plan.dtc:
+            spectra = spectra * factor[:, :, None]
+        return FrameBlock(first_frame=plan.first_frame_number + first, spectra=spectra,
+                          scalers=scalers, dtfactor=factor, dtpercent=percent)
+
+    def _account(self, plan: RunPlan, block: FrameBlock) -> None:
+        """Running sums and ROI time series over the whole block."""
+        lo, hi = plan.first_bin, plan.first_bin + plan.num_bins
+        with self.lock:
+            if block.spectra.dtype == np.uint32:
+                self.sums[:, lo:hi] += block.spectra.sum(axis=0, dtype=np.uint64)
+            else:
+                self.sums[:, lo:hi] += np.rint(block.spectra.sum(axis=0)).astype(np.uint64)
+            if self.ts.acquiring:
+                totals = roi_totals(self.rois, block.spectra, plan.first_bin)
+                self.ts.append(totals, block.count)
+
+    def _deliver(self, driver, plan: RunPlan, block: FrameBlock, read: int, lost: dict) -> None:
+        if self.monitor is not None:
+            self.monitor.update(block)
+        for consumer in self.consumers:
+            if consumer.offer(block, 0.0):
+                continue
+            deadline = time.monotonic() + consumer.stall_timeout
+            while True:
+                if consumer.offer(block, 0.01):
+                    break
+                reason = None
+                if self._shutdown.is_set():
+                    reason = "IOC shutting down"
+                elif time.monotonic() > deadline:
+                    reason = f"{consumer.name} stalled for {consumer.stall_timeout:g} s"
+                elif plan.circular:
+                    try:
+                        unread = driver.progress().frames - read
+                    except Xspress3Error:
+                        unread = 0
+                    if unread > CIRCULAR_HIGH_WATER * plan.memory:
+                        reason = f"{consumer.name} too slow: detector memory nearly full"
+                if reason:
+                    consumer.count_lost(block.count, reason)
+                    key = f"{consumer.name}: {reason}"
+                    lost[key] = lost.get(key, 0) + block.count
+                    log.warning("%d frames not delivered to %s: %s", block.count, consumer.name, reason)
+                    break
+
+    def _summary(self, plan: RunPlan, block: FrameBlock, read: int, acquired: int) -> FrameSummary:
+        last = block.spectra[-1]
+        spectra = np.zeros((plan.channels, plan.full_bins))
+        spectra[:, plan.first_bin:plan.first_bin + plan.num_bins] = last
+        sca = np.empty((plan.channels, 11))
+        sca[:, :8] = block.scalers[-1, :, :8]
+        sca[:, 8] = plan.event_width
+        sca[:, 9] = block.dtfactor[-1]
+        sca[:, 10] = block.dtpercent[-1]
+        with self.lock:
+            sums = self.sums.astype(np.float64)
+            ts_point = self.ts.current
+        return FrameSummary(run_id=plan.run_id, frames_read=read, frames_acquired=acquired,
+                            frame_number=block.first_frame + block.count,
+                            spectra=spectra, sca=sca, rois=roi_stats(self.rois, spectra),
+                            sums=sums, ts_point=ts_point)

@@ -1,0 +1,123 @@
+"""User settings that survive a restart: ROIs, windows, thresholds, trigger mode,
+exposure, frames, record range, file settings.
+
+Which PVs persist is declared where they are defined (`setting(..., persist=...)`).
+The file is JSON ({PV suffix: value}), written atomically (temporary file, fsync,
+rename) off the event loop, shortly after a change; it is read once at start,
+each value going through the PV's own putter so it reaches the hardware too.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import threading
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SAVE_DELAY_S = 0.2
+
+
+def persisted_pvs(root) -> dict:
+    """{suffix: pv instance} of every setpoint declared with persist=True."""
+    out = {}
+    groups = [root] + list(root.groups.values())
+    for group in groups:
+        cls = type(group)
+        for attr, pv in group.attr_pvdb.items():
+            prop = getattr(cls, attr, None)
+            if getattr(prop, "persist", False):
+                out[pv.pvname[len(root.prefix):]] = pv
+    return out
+
+
+class SettingsStore:
+    def __init__(self, path: Optional[str], root):
+        self.path = path
+        self.root = root
+        self._pending: Optional[asyncio.TimerHandle] = None
+        self._restoring = False
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> dict:
+        values = {}
+        for suffix, pv in persisted_pvs(self.root).items():
+            value = pv.value
+            if hasattr(value, "tolist"):
+                value = value.tolist()
+            values[suffix] = value
+        return {"version": FORMAT_VERSION, "pvs": values}
+
+    def schedule_save(self) -> None:
+        if self.path is None or self._restoring:
+            return
+        loop = asyncio.get_running_loop()
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = loop.call_later(SAVE_DELAY_S, self._save_now)
+
+    def _save_now(self) -> None:
+        self._pending = None
+        data = self.snapshot()
+        task = asyncio.get_running_loop().run_in_executor(None, self._write, data)
+        task.add_done_callback(self._report)
+
+    @staticmethod
+    def _report(future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            log.error("settings not saved: %s", exc)
+
+    def _write(self, data: dict) -> None:
+        with self._lock:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".settings-", dir=directory)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(data, f, indent=1, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        log.debug("settings saved to %s", self.path)
+
+    def flush(self) -> None:
+        """Write the current settings now (at shutdown)."""
+        if self.path is not None:
+            self._write(self.snapshot())
+
+    async def restore(self) -> int:
+        """Apply the saved settings through the PVs' putters; returns how many applied."""
+        if self.path is None or not os.path.exists(self.path):
+            return 0
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as ex:
+            log.error("settings file %s unreadable, defaults kept: %s", self.path, ex)
+            return 0
+        pvs = persisted_pvs(self.root)
+        applied = 0
+        self._restoring = True
+        try:
+            for suffix, value in data.get("pvs", {}).items():
+                pv = pvs.get(suffix)
+                if pv is None:
+                    log.warning("saved setting %s is not a PV of this IOC; ignored", suffix)
+                    continue
+                try:
+                    await pv.write(value)
+                    applied += 1
+                except Exception as ex:
+                    log.warning("saved setting %s=%r not applied: %s", suffix, value, ex)
+        finally:
+            self._restoring = False
+        log.info("restored %d settings from %s", applied, self.path)
+        return applied

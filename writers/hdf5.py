@@ -1,0 +1,350 @@
+"""HDF5 writer thread for the IOC's file-writer PVs (``HDF1:``).
+
+The readout thread offers blocks; this thread writes them with ``layout``. The
+queue is bounded in frames so memory stays bounded; when it is full ``offer``
+returns False and the producer decides. A write error (disk full, file system
+gone) never blocks the producer: the writer switches to state "error", closes
+the file as incomplete and keeps taking blocks, counting them as dropped,
+until the series is closed.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from . import layout, wire
+
+log = logging.getLogger(__name__)
+
+IDLE = "idle"
+WRITING = "writing"
+ERROR = "error"
+
+
+@dataclass(frozen=True)
+class WriterStatus:
+    """Snapshot passed to ``on_status`` (from the writer thread) and returned by ``status``."""
+
+    state: str  # "idle" | "writing" | "error"
+    path: str
+    frames_written: int
+    frames_dropped: int  # taken but not written (error, queue overflow counted by caller, close timeout)
+    frames_skipped: int  # beyond num_capture, on purpose
+    message: str  # human-readable, for WriteMessage
+    capture_done: bool  # num_capture reached and the file closed
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Outcome of one series, returned by ``close_series``."""
+
+    path: str
+    frames_written: int
+    frames_dropped: int
+    frames_skipped: int
+    complete: bool
+    error: str
+
+
+class _Close:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class HDF5Writer:
+    """One thread writing one series at a time into one HDF5 file."""
+
+    def __init__(self, max_queued_frames: int = 16384,
+                 on_status: Optional[Callable[[WriterStatus], None]] = None,
+                 status_interval_s: float = 0.2, flush_interval_s: float = 1.0) -> None:
+        self.max_queued_frames = max_queued_frames
+        self.on_status = on_status
+        self.status_interval_s = status_interval_s
+        self.flush_interval_s = flush_interval_s
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Union[wire.FrameBlock, _Close]] = collections.deque()
+        self._queued_frames = 0
+        self._file: Optional[layout.SeriesFile] = None
+        self._open = False  # between open_series and close_series
+        self._num_capture = 0
+        self._state = IDLE
+        self._path = ""
+        self._message = ""
+        self._last_error = ""
+        self._written = 0
+        self._dropped = 0
+        self._skipped = 0
+        self._capture_done = False
+        self._result: Optional[WriteResult] = None
+        self._stop = False
+        self._last_status = 0.0
+        self._thread = threading.Thread(target=self._run, name="xspress3-hdf5-writer", daemon=True)
+        self._thread.start()
+
+    # ---- control (IOC threads) ------------------------------------------------
+    def open_series(self, path: Union[str, os.PathLike], start: wire.SeriesStart, compression: str = "None",
+                    num_capture: int = 0, overwrite: bool = False) -> None:
+        """Create the file now (errors raise here: ValueError, OSError with the path)."""
+        if num_capture < 0:
+            raise ValueError("num_capture must be >= 0 (0 = unlimited)")
+        with self._cond:
+            if self._open:
+                raise RuntimeError(f"a series is already open ({self._path}); close_series first")
+            self._check_running()
+        try:
+            handle = layout.create(path, start, compression, overwrite=overwrite,
+                                   flush_interval_s=self.flush_interval_s)
+        except (OSError, ValueError) as exc:
+            with self._cond:
+                self._state, self._path = ERROR, str(path)
+                self._last_error = self._message = str(exc)
+            self._notify(force=True)
+            raise
+        with self._cond:
+            self._file = handle
+            self._open = True
+            self._num_capture = num_capture
+            self._state, self._path = WRITING, str(path)
+            self._message = f"writing {Path(path).name}"
+            self._last_error = ""
+            self._written = self._dropped = self._skipped = 0
+            self._capture_done = False
+            self._result = None
+        self._notify(force=True)
+
+    def offer(self, block: wire.FrameBlock, timeout: float = 0.0) -> bool:
+        """Queue a block. True: taken (queued, or counted because the writer is in error
+        or NumCapture is reached). False: no room within ``timeout``."""
+        n = block.count
+        with self._cond:
+            self._check_running()
+            if not self._open:
+                raise RuntimeError("offer() without an open series")
+            if self._state == ERROR:
+                self._dropped += n
+                return True
+            if self._capture_done:
+                self._skipped += n
+                return True
+            deadline = time.monotonic() + timeout
+            while self._queued_frames and self._queued_frames + n > self.max_queued_frames:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            self._queue.append(block)
+            self._queued_frames += n
+            self._cond.notify_all()
+        return True
+
+    def count_dropped(self, n: int) -> None:
+        """Record frames the caller gave up on after ``offer`` returned False."""
+        with self._cond:
+            self._dropped += n
+
+    def close_series(self, timeout: float = 30.0) -> WriteResult:
+        """Write what is queued (up to ``timeout``), close the file and report.
+
+        ``complete`` is True when every frame offered was written (or skipped on
+        purpose beyond num_capture) and no error happened.
+        """
+        request = _Close()
+        with self._cond:
+            if not self._open:
+                raise RuntimeError("close_series() without an open series")
+            self._queue.append(request)
+            self._cond.notify_all()
+        if not request.done.wait(timeout):
+            log.warning("HDF5 queue not written within %.1f s; dropping the rest", timeout)
+            with self._cond:
+                self._drop_queued_locked()
+            request.done.wait()
+        assert self._result is not None
+        return self._result
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Close any open series and stop the thread."""
+        if self._open:
+            self.close_series(timeout)
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    # ---- status -------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def last_error(self) -> str:
+        return self._last_error
+
+    @property
+    def frames_written(self) -> int:
+        return self._written
+
+    @property
+    def frames_dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def frames_skipped(self) -> int:
+        return self._skipped
+
+    @property
+    def queued_frames(self) -> int:
+        return self._queued_frames
+
+    def status(self) -> WriterStatus:
+        with self._cond:
+            return WriterStatus(self._state, self._path, self._written, self._dropped, self._skipped,
+                                self._message, self._capture_done)
+
+    # ---- writer thread -------------------------------------------------------
+    def _check_running(self) -> None:
+        if self._stop or not self._thread.is_alive():
+            raise RuntimeError("HDF5Writer is stopped")
+
+    def _notify(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_status < self.status_interval_s:
+            return
+        self._last_status = now
+        if self.on_status is None:
+            return
+        try:
+            self.on_status(self.status())
+        except Exception:
+            log.exception("on_status callback failed")
+
+    def _drop_queued_locked(self) -> None:
+        """Count queued blocks as dropped; keep close requests (they still must run)."""
+        kept: collections.deque = collections.deque()
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, wire.FrameBlock):
+                self._dropped += item.count
+                self._queued_frames -= item.count
+            else:
+                kept.append(item)
+        self._queue.extend(kept)
+        self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait(self.status_interval_s)
+                    if not self._queue:
+                        break
+                if self._stop and not self._queue:
+                    return
+                item = self._queue.popleft() if self._queue else None
+                if isinstance(item, wire.FrameBlock):
+                    self._queued_frames -= item.count
+                self._cond.notify_all()
+            if item is None:
+                self._idle_flush()
+            elif isinstance(item, _Close):
+                self._close_file()
+                item.done.set()
+            else:
+                self._write(item)
+
+    def _idle_flush(self) -> None:
+        """Keep the once-a-second flush promise when blocks stop arriving."""
+        handle = self._file
+        if handle is None or handle.closed:
+            return
+        try:
+            handle.flush_if_due()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _write(self, block: wire.FrameBlock) -> None:
+        handle = self._file
+        with self._cond:
+            state, done = self._state, self._capture_done
+        if state == ERROR or handle is None:
+            with self._cond:
+                self._dropped += block.count
+            return
+        if done:
+            with self._cond:
+                self._skipped += block.count
+            return
+        take = block.count
+        if self._num_capture:
+            take = min(take, self._num_capture - self._written)
+        try:
+            handle.append(block if take == block.count else block.slice(0, take))
+        except Exception as exc:
+            with self._cond:
+                self._dropped += block.count
+            self._fail(exc)
+            return
+        with self._cond:
+            self._written += take
+            self._skipped += block.count - take
+        if self._num_capture and self._written >= self._num_capture:
+            self._finish_capture(handle)
+        else:
+            self._notify()
+
+    def _finish_capture(self, handle: layout.SeriesFile) -> None:
+        try:
+            handle.close(complete=True)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        with self._cond:
+            self._capture_done = True
+            self._state = IDLE
+            self._message = f"captured {self._written} frames into {Path(handle.path).name}"
+        self._notify(force=True)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("HDF5 write to %s failed: %s", self._path, exc)
+        handle = self._file
+        if handle is not None and not handle.closed:
+            try:
+                handle.close(complete=False)  # keeps what can still be flushed
+            except Exception:
+                log.exception("closing %s after the error failed too", self._path)
+        with self._cond:
+            self._state = ERROR
+            self._last_error = self._message = f"write failed: {exc}"
+        self._notify(force=True)
+
+    def _close_file(self) -> None:
+        handle = self._file
+        with self._cond:
+            error = self._state == ERROR
+        complete = not error and self._dropped == 0
+        if handle is not None and not handle.closed:
+            try:
+                handle.close(complete=complete)
+            except Exception as exc:
+                complete = False
+                self._fail(exc)
+        with self._cond:
+            self._result = WriteResult(self._path, self._written, self._dropped, self._skipped,
+                                       complete and self._state != ERROR, self._last_error)
+            self._file = None
+            self._open = False
+            if self._state != ERROR:
+                self._state = IDLE
+                self._message = (f"wrote {self._written} frames to {Path(self._path).name}"
+                                 + ("" if complete else f", {self._dropped} dropped"))
+        self._notify(force=True)

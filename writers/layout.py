@@ -1,0 +1,400 @@
+"""The HDF5 file layout: the one place that knows dataset paths, dtypes and chunking.
+
+The layout is the one the areaDetector Xspress3 IOC writes (spectra at
+``/entry/instrument/detector/data``, per-frame ``CHAN{n}...`` datasets under
+``/entry/instrument/NDAttributes``), so readers written for those files open
+ours unchanged; on top it is proper NeXus (NX_class everywhere, a default
+NXdata plot with an energy axis in eV). ``db_docs/hdf5-layout.md`` describes it.
+
+Files are written in SWMR mode: everything is created first, then only
+appended to, and flushed at least every ``flush_interval_s``, so a reader can
+follow a running acquisition and a killed writer leaves every flushed frame.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from . import wire
+
+log = logging.getLogger(__name__)
+
+LAYOUT_VERSION = 1
+
+ENTRY = "/entry"
+INSTRUMENT = "/entry/instrument"
+DETECTOR = "/entry/instrument/detector"
+DATA = "/entry/instrument/detector/data"
+SCALERS = "/entry/instrument/detector/scalers"
+FRAME_NUMBERS = "/entry/instrument/detector/frame_numbers"
+FRAMES_WRITTEN = "/entry/instrument/detector/frames_written"
+FRAMES_EXPECTED = "/entry/instrument/detector/frames_expected"
+COMPLETE = "/entry/instrument/detector/complete"
+DETECTOR_INFO = "/entry/instrument/detector/info"
+NDATTRIBUTES = "/entry/instrument/NDAttributes"
+NXDATA = "/entry/data"
+NXDATA_SIGNAL = "/entry/data/data"
+ENERGY = "/entry/data/energy"
+START_TIME = "/entry/start_time"
+END_TIME = "/entry/end_time"
+
+#: areaDetector ``Compression`` enum strings that this writer supports.
+COMPRESSIONS: tuple[str, ...] = ("None", "zlib", "LZ4", "BSLZ4", "Blosc")
+#: areaDetector ``Compression`` enum strings that exist there but not here.
+UNSUPPORTED_COMPRESSIONS: tuple[str, ...] = ("N-bit", "szip", "JPEG")
+
+#: SCA numbering of the areaDetector attributes: CHAN{n}SCA{k} is scaler k for k < 8.
+NUM_SCA_ATTRIBUTES = 8
+#: Per-channel NDAttribute suffixes in the order of the in-memory staging buffer.
+NDATTR_SUFFIXES: tuple[str, ...] = tuple(f"SCA{k}" for k in range(NUM_SCA_ATTRIBUTES)) + (
+    "EventWidth",
+    "DTFactor",
+    "DTPercent",
+)
+
+CHUNK_TARGET_BYTES = 1 << 20
+ATTR_CHUNK_FRAMES = 4096
+STAGE_FRAMES = 16384
+_END_TIME_DTYPE = "S64"
+
+
+def ndattribute_name(channel: int, suffix: str) -> str:
+    """areaDetector attribute name; ``channel`` is 1-based as in the IOC."""
+    return f"CHAN{channel}{suffix}"
+
+
+def compression_options(name: str) -> dict[str, Any]:
+    """``create_dataset`` keyword arguments for an areaDetector Compression choice."""
+    if name in UNSUPPORTED_COMPRESSIONS:
+        raise ValueError(f"compression {name!r} not supported; choose one of {', '.join(COMPRESSIONS)}")
+    if name == "None":
+        return {}
+    if name == "zlib":
+        return {"compression": "gzip", "compression_opts": 1}
+    if name == "LZ4":
+        return dict(hdf5plugin.LZ4())
+    if name == "BSLZ4":
+        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    if name == "Blosc":
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    raise ValueError(f"unknown compression {name!r}; choose one of {', '.join(COMPRESSIONS)}")
+
+
+def chunk_frames(start: wire.SeriesStart) -> int:
+    """Frames per spectra chunk: about 1 MiB per chunk."""
+    frame_bytes = start.channels * start.bins * start.spectrum_dtype.itemsize
+    return max(1, CHUNK_TARGET_BYTES // frame_bytes)
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    """Fail early with a message a beamline user can act on."""
+    parent = path.parent
+    if not parent.exists():
+        raise FileNotFoundError(f"cannot create {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot create {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot create {path}: directory {parent} is not writable")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"cannot create {path}: file exists")
+
+
+class SeriesFile:
+    """One open HDF5 file receiving the frames of one series (use ``create``)."""
+
+    def __init__(self, path: Path, h5: h5py.File, start: wire.SeriesStart, flush_interval_s: float) -> None:
+        self.path = path
+        self.start = start
+        self.flush_interval_s = flush_interval_s
+        self.frames_written = 0
+        self.closed = False
+        self._h5 = h5
+        self._data = h5[DATA]
+        self._scalers = h5[SCALERS]
+        self._frame_numbers = h5[FRAME_NUMBERS]
+        self._frames_written_ds = h5[FRAMES_WRITTEN]
+        self._attr_ds = [
+            [h5[f"{NDATTRIBUTES}/{ndattribute_name(c + 1, s)}"] for s in NDATTR_SUFFIXES]
+            for c in range(start.channels)
+        ]
+        # Small per-frame values are staged and written once per flush: ~50 tiny
+        # writes per block would cost more than the spectra themselves.
+        self._stage = np.empty((start.channels, len(NDATTR_SUFFIXES), STAGE_FRAMES), dtype=np.float64)
+        self._stage_numbers = np.empty(STAGE_FRAMES, dtype=np.int64)
+        self._staged = 0
+        self._attrs_written = 0
+        widths = list(start.event_width) or [float("nan")] * start.channels
+        self._event_width = np.asarray(widths, dtype=np.float64)
+        self._last_flush = time.monotonic()
+
+    def append(self, block: wire.FrameBlock) -> None:
+        """Write one block: one write per big dataset, small values staged."""
+        if self.closed:
+            raise ValueError(f"{self.path} is closed")
+        n = block.count
+        if n == 0:
+            return
+        if (block.channels, block.bins) != (self.start.channels, self.start.bins):
+            raise ValueError(
+                f"block has {block.channels} channels x {block.bins} bins, series "
+                f"{self.start.series_id} has {self.start.channels} x {self.start.bins}"
+            )
+        i = self.frames_written
+        self._data.resize(i + n, axis=0)
+        self._data.write_direct(np.ascontiguousarray(block.spectra, dtype=self._data.dtype),
+                                dest_sel=np.s_[i:i + n])
+        self._scalers.resize(i + n, axis=0)
+        self._scalers.write_direct(np.ascontiguousarray(block.scalers, dtype=np.uint32),
+                                   dest_sel=np.s_[i:i + n])
+        done = 0
+        while done < n:
+            take = min(n - done, STAGE_FRAMES - self._staged)
+            self._stage_rows(block, done, take)
+            done += take
+            if self._staged == STAGE_FRAMES:
+                self._write_staged()
+        self.frames_written = i + n
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def _stage_rows(self, block: wire.FrameBlock, offset: int, count: int) -> None:
+        s, e = self._staged, self._staged + count
+        rows = slice(offset, offset + count)
+        self._stage[:, :NUM_SCA_ATTRIBUTES, s:e] = block.scalers[rows, :, :NUM_SCA_ATTRIBUTES].transpose(1, 2, 0)
+        self._stage[:, NUM_SCA_ATTRIBUTES, s:e] = self._event_width[:, None]
+        self._stage[:, NUM_SCA_ATTRIBUTES + 1, s:e] = block.dtfactor[rows].T
+        self._stage[:, NUM_SCA_ATTRIBUTES + 2, s:e] = block.dtpercent[rows].T
+        self._stage_numbers[s:e] = np.arange(block.first_frame + offset, block.first_frame + offset + count)
+        self._staged = e
+
+    def _write_staged(self) -> None:
+        m = self._staged
+        if m == 0:
+            return
+        a = self._attrs_written
+        sel = np.s_[a:a + m]
+        for c, datasets in enumerate(self._attr_ds):
+            for j, ds in enumerate(datasets):
+                ds.resize(a + m, axis=0)
+                ds.write_direct(np.ascontiguousarray(self._stage[c, j, :m]), dest_sel=sel)
+        self._frame_numbers.resize(a + m, axis=0)
+        self._frame_numbers.write_direct(self._stage_numbers[:m], dest_sel=sel)
+        self._attrs_written = a + m
+        self._staged = 0
+
+    def flush_if_due(self) -> None:
+        """Flush if the last flush is older than ``flush_interval_s`` (for idle writers)."""
+        if not self.closed and time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Make every appended frame visible to SWMR readers and durable against a kill."""
+        self._write_staged()
+        self._frames_written_ds[()] = self.frames_written
+        self._h5.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self, complete: bool) -> None:
+        """Flush, record end_time and the complete flag, close; the handle always ends closed."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush()
+            self._h5[COMPLETE][()] = bool(complete)
+            self._h5[END_TIME][()] = wire.utc_now_iso().encode("ascii")
+        finally:
+            self._h5.close()
+        log.info("closed %s: %d frames, complete=%s", self.path, self.frames_written, complete)
+
+def _string(group: h5py.Group, name: str, value: str) -> h5py.Dataset:
+    return group.create_dataset(name, data=value, dtype=h5py.string_dtype())
+
+
+def _nx(group: h5py.Group, nx_class: str) -> h5py.Group:
+    group.attrs["NX_class"] = nx_class
+    return group
+
+
+def _info_value(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _build(h5: h5py.File, start: wire.SeriesStart, compression: str) -> None:
+    ch, bins = start.channels, start.bins
+    h5.attrs["NX_class"] = "NXroot"
+    h5.attrs["default"] = "entry"
+    h5.attrs["creator"] = "xspress3-ioc"
+    h5.attrs["layout_version"] = LAYOUT_VERSION
+    h5.attrs["file_time"] = wire.utc_now_iso()
+    h5.attrs["HDF5_Version"] = h5py.version.hdf5_version
+    h5.attrs["h5py_version"] = h5py.version.version
+
+    entry = _nx(h5.create_group(ENTRY), "NXentry")
+    entry.attrs["default"] = "data"
+    _string(entry, "entry_identifier", start.series_id)
+    _string(entry, "program_name", "xspress3-ioc")
+    _string(entry, "start_time", start.start_time)
+    entry.create_dataset("end_time", data=np.bytes_(b""), dtype=_END_TIME_DTYPE)
+
+    instrument = _nx(h5.create_group(INSTRUMENT), "NXinstrument")
+    det = _nx(instrument.create_group("detector"), "NXdetector")
+    k = chunk_frames(start)
+    data = det.create_dataset(
+        "data", shape=(0, ch, bins), maxshape=(None, ch, bins), chunks=(k, ch, bins),
+        dtype=start.spectrum_dtype, **compression_options(compression),
+    )
+    data.attrs["units"] = "counts"
+    data.attrs["compression"] = compression
+    data.attrs["interpretation"] = "spectrum"
+    scalers = det.create_dataset(
+        "scalers", shape=(0, ch, wire.NUM_SCALERS), maxshape=(None, ch, wire.NUM_SCALERS),
+        chunks=(ATTR_CHUNK_FRAMES, ch, wire.NUM_SCALERS), dtype=np.uint32,
+    )
+    scalers.attrs["scaler_names"] = list(start.scaler_names)
+    scalers.attrs["clock_hz"] = wire.TICKS_PER_SECOND
+    fn = det.create_dataset("frame_numbers", shape=(0,), maxshape=(None,), chunks=(ATTR_CHUNK_FRAMES,),
+                            dtype=np.int64)
+    fn.attrs["description"] = "detector frame index (0-based) of each row; gaps mean lost frames"
+    det.create_dataset("count_time", data=float(start.exposure_s)).attrs["units"] = "s"
+    _string(det, "trigger_mode", start.trigger_mode)
+    det.create_dataset("number_of_channels", data=ch)
+    det.create_dataset("first_bin", data=start.first_bin)
+    det.create_dataset("full_bins", data=start.full_bins)
+    det.create_dataset("ev_per_bin", data=float(start.ev_per_bin)).attrs["units"] = "eV"
+    det.create_dataset("dtc_applied", data=bool(start.dtc_applied))
+    widths = list(start.event_width) or [float("nan")] * ch
+    det.create_dataset("event_width", data=np.asarray(widths, dtype=np.float64)).attrs["units"] = "ticks"
+    _string(det, "description", str(start.detector.get("model", "Xspress3")))
+    det.create_dataset("frames_expected", data=np.int64(start.frames_expected))
+    det.create_dataset("frames_written", data=np.int64(0))
+    det.create_dataset("complete", data=False)
+    info = _nx(det.create_group("info"), "NXcollection")
+    for key, value in start.detector.items():
+        info.create_dataset(str(key), data=_info_value(value))
+
+    attrs = _nx(h5.create_group(NDATTRIBUTES), "NXcollection")
+    for c in range(1, ch + 1):
+        for suffix in NDATTR_SUFFIXES:
+            attrs.create_dataset(ndattribute_name(c, suffix), shape=(0,), maxshape=(None,),
+                                 chunks=(ATTR_CHUNK_FRAMES,), dtype=np.float64)
+
+    nxdata = _nx(h5.create_group(NXDATA), "NXdata")
+    nxdata["data"] = data  # hard link: same dataset, two names
+    nxdata.attrs["signal"] = "data"
+    nxdata.attrs["axes"] = [".", ".", "energy"]
+    nxdata.attrs["energy_indices"] = 2
+    energy = nxdata.create_dataset("energy", data=start.energy_axis())
+    energy.attrs["units"] = "eV"
+    energy.attrs["long_name"] = "energy (eV)"
+
+
+def create(path: Union[str, os.PathLike], start: wire.SeriesStart, compression: str = "None",
+           overwrite: bool = False, flush_interval_s: float = 1.0) -> SeriesFile:
+    """Create the file for one series, switch it to SWMR mode and return the handle.
+
+    Raises ValueError for a bad compression choice and OSError subclasses (with the
+    path in the message) when the file cannot be created.
+    """
+    start.validate()
+    compression_options(compression)  # fail before touching the disk
+    path = Path(path)
+    _check_target(path, overwrite)
+    try:
+        h5 = h5py.File(path, "w" if overwrite else "w-", libver="latest",
+                       rdcc_nbytes=16 << 20, rdcc_nslots=10007, rdcc_w0=1.0)
+    except OSError as exc:
+        raise OSError(f"cannot create HDF5 file {path}: {exc}") from exc
+    try:
+        _build(h5, start, compression)
+        h5.swmr_mode = True
+        h5.flush()
+    except Exception:
+        h5.close()
+        raise
+    log.info("created %s (%d ch x %d bins, %s, compression %s)", path, start.channels, start.bins,
+             start.spectrum_dtype, compression)
+    return SeriesFile(path, h5, start, flush_interval_s)
+
+
+@dataclass
+class FileContents:
+    """What ``read_frames`` returns: arrays trimmed to the frames present in every dataset."""
+
+    spectra: np.ndarray
+    scalers: np.ndarray
+    dtfactor: np.ndarray
+    dtpercent: np.ndarray
+    event_width: np.ndarray
+    frame_numbers: np.ndarray
+    energy: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return int(self.spectra.shape[0])
+
+
+def _scalar(ds: h5py.Dataset) -> Any:
+    value = ds[()]
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_frames(path: Union[str, os.PathLike]) -> FileContents:
+    """Read a file written by this module (also one still being written, or killed)."""
+    with h5py.File(path, "r", swmr=True) as h5:
+        channels = int(h5[f"{DETECTOR}/number_of_channels"][()])
+        columns = {
+            suffix: [h5[f"{NDATTRIBUTES}/{ndattribute_name(c, suffix)}"] for c in range(1, channels + 1)]
+            for suffix in ("DTFactor", "DTPercent", "EventWidth")
+        }
+        lengths = [h5[DATA].shape[0], h5[SCALERS].shape[0], h5[FRAME_NUMBERS].shape[0]]
+        lengths += [ds.shape[0] for dsets in columns.values() for ds in dsets]
+        n = min(lengths)
+
+        def stack(suffix: str) -> np.ndarray:
+            return np.stack([ds[:n] for ds in columns[suffix]], axis=1) if n else np.zeros((0, channels))
+
+        attrs: dict[str, Any] = {
+            "series_id": _scalar(h5[f"{ENTRY}/entry_identifier"]),
+            "start_time": _scalar(h5[START_TIME]),
+            "end_time": _scalar(h5[END_TIME]),
+            "exposure_s": _scalar(h5[f"{DETECTOR}/count_time"]),
+            "trigger_mode": _scalar(h5[f"{DETECTOR}/trigger_mode"]),
+            "channels": channels,
+            "first_bin": _scalar(h5[f"{DETECTOR}/first_bin"]),
+            "full_bins": _scalar(h5[f"{DETECTOR}/full_bins"]),
+            "ev_per_bin": _scalar(h5[f"{DETECTOR}/ev_per_bin"]),
+            "dtc_applied": _scalar(h5[f"{DETECTOR}/dtc_applied"]),
+            "frames_expected": _scalar(h5[FRAMES_EXPECTED]),
+            "frames_written": _scalar(h5[FRAMES_WRITTEN]),
+            "complete": _scalar(h5[COMPLETE]),
+            "compression": str(h5[DATA].attrs["compression"]),
+            "scaler_names": [str(s) for s in h5[SCALERS].attrs["scaler_names"]],
+            "detector": {k: _scalar(v) for k, v in h5[DETECTOR_INFO].items()},
+        }
+        return FileContents(
+            spectra=h5[DATA][:n],
+            scalers=h5[SCALERS][:n],
+            dtfactor=stack("DTFactor"),
+            dtpercent=stack("DTPercent"),
+            event_width=stack("EventWidth"),
+            frame_numbers=h5[FRAME_NUMBERS][:n],
+            energy=h5[ENERGY][()],
+            attrs=attrs,
+        )
+

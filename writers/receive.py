@@ -1,0 +1,238 @@
+"""``xspress3-receive``: write the IOC's zmq stream into one HDF5 file per series.
+
+Runs anywhere the stream port is reachable, independent of the IOC. Writing
+happens in the receiving thread: zmq keeps receiving in its own I/O thread
+(up to the receive high-water mark) while a block is being written.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Optional, TextIO
+
+from . import layout, wire
+from .stream import StreamReceiver
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.25
+
+
+def safe_file_stem(series_id: str) -> str:
+    """A file name stem from a series id that cannot leave the output directory."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", series_id).lstrip(".")
+    return stem or "series"
+
+
+def unused_path(directory: Path, stem: str, suffix: str = ".h5") -> Path:
+    """``directory/stem.h5``, or ``stem-2.h5``, ``stem-3.h5``... if it exists (never overwrite)."""
+    path = directory / f"{stem}{suffix}"
+    n = 2
+    while path.exists():
+        path = directory / f"{stem}-{n}{suffix}"
+        n += 1
+    return path
+
+
+@dataclass
+class _Open:
+    """One series being received."""
+
+    start: wire.SeriesStart
+    handle: Optional[layout.SeriesFile]
+    t0: float = field(default_factory=time.monotonic)
+    frames: int = 0
+    nbytes: int = 0
+    next_frame: int = 0
+    gaps: int = 0  # frames missing between consecutive blocks
+    error: str = ""  # why the file is no longer being written
+    path: str = ""
+
+
+class Session:
+    """Turns stream messages into files and console output; usable without a socket."""
+
+    def __init__(self, output: Optional[Path], compression: str = "None", quiet: bool = False,
+                 out: TextIO = sys.stderr) -> None:
+        self.output = output
+        self.compression = compression
+        self.quiet = quiet
+        self.out = out
+        self.series_done = 0
+        self.skipped_frames = 0  # frames of a series whose start was never seen
+        self._current: Optional[_Open] = None
+        self._last_progress = 0.0
+        self._live = out.isatty() if hasattr(out, "isatty") else False
+        self._warned_skip = ""
+
+    def handle(self, msg: wire.Message) -> None:
+        if isinstance(msg, wire.SeriesStart):
+            self._on_start(msg)
+        elif isinstance(msg, wire.FrameBlock):
+            self._on_frames(msg)
+        else:
+            self._on_end(msg)
+
+    def _on_start(self, start: wire.SeriesStart) -> None:
+        cur = self._current
+        if cur is not None and cur.start.series_id == start.series_id:
+            return  # repeated for a receiver that joined late: already open
+        if cur is not None:
+            self._finish(cur, end=None, note="a new series started before its end message")
+        handle, error = None, ""
+        if self.output is not None:
+            path = unused_path(self.output, safe_file_stem(start.series_id))
+            try:
+                handle = layout.create(path, start, self.compression)
+            except OSError as exc:
+                error = str(exc)
+                self._say(f"series {start.series_id}: NOT WRITTEN: {error}")
+        self._current = _Open(start, handle, error=error, path=str(handle.path) if handle else "")
+        self._say(f"series {start.series_id}: started"
+                  + (f", writing {handle.path}" if handle else "" if error else " (decode only)")
+                  + (f", {start.frames_expected} frames expected" if start.frames_expected else ""))
+
+    def _on_frames(self, block: wire.FrameBlock) -> None:
+        cur = self._current
+        if cur is None or block.series_id != cur.start.series_id:
+            self.skipped_frames += block.count
+            if self._warned_skip != block.series_id:
+                self._warned_skip = block.series_id
+                self._say(f"series {block.series_id}: skipping frames until its start message arrives")
+            return
+        if block.first_frame > cur.next_frame:
+            cur.gaps += block.first_frame - cur.next_frame
+        cur.next_frame = block.first_frame + block.count
+        if cur.handle is not None:
+            try:
+                cur.handle.append(block)
+            except OSError as exc:
+                self._stop_writing(cur, exc)
+        cur.frames += block.count
+        cur.nbytes += sum(getattr(block, name).nbytes for name in wire.ARRAY_PARTS)
+        self._progress(cur)
+
+    def _stop_writing(self, cur: _Open, exc: OSError) -> None:
+        """A write failed (disk full...): close the file incomplete, keep receiving."""
+        cur.error = f"write failed: {exc}"
+        self._say(f"series {cur.start.series_id}: {cur.error}; file closed incomplete")
+        handle, cur.handle = cur.handle, None
+        try:
+            if handle is not None:
+                handle.close(complete=False)
+        except OSError as close_exc:
+            log.error("closing %s after the error failed too: %s", handle.path if handle else "", close_exc)
+
+    def _on_end(self, end: wire.SeriesEnd) -> None:
+        cur = self._current
+        if cur is None or end.series_id != cur.start.series_id:
+            log.info("end of series %s whose start was not received; ignored", end.series_id)
+            return
+        self._finish(cur, end=end, note="")
+
+    def _finish(self, cur: _Open, end: Optional[wire.SeriesEnd], note: str) -> None:
+        """Close the file; complete only if the end came and nothing is known missing."""
+        missing = cur.gaps
+        if end is not None:
+            missing = max(missing, end.frames_sent - cur.frames) + end.frames_lost
+        complete = end is not None and missing == 0 and not cur.error
+        if cur.handle is not None:
+            cur.handle.close(complete=complete)
+        self._current = None
+        self.series_done += 1
+        dt = max(time.monotonic() - cur.t0, 1e-9)
+        lost = ""
+        if end is not None and end.frames_lost:
+            lost = f", sender lost {end.frames_lost} ({end.lost_reason})"
+        if cur.gaps:
+            lost += f", {cur.gaps} frames missing in the sequence"
+        where = (f" -> {cur.path}" if cur.path else "") + (f"; {cur.error}" if cur.error else "")
+        state = "complete" if complete else "INCOMPLETE"
+        self._clear_live()
+        self._say(f"series {cur.start.series_id}: {cur.frames} frames in {dt:.2f} s "
+                  f"({cur.frames / dt:.0f} frames/s, {cur.nbytes / dt / 1e6:.1f} MB/s){lost}{where} "
+                  f"[{state}{', ' + end.final_state if end else ''}]" + (f"; {note}" if note else ""))
+
+    def close(self, reason: str) -> None:
+        """Close an open series as incomplete (interrupted)."""
+        if self._current is not None:
+            self._finish(self._current, end=None, note=reason)
+
+    def _progress(self, cur: _Open) -> None:
+        if self.quiet or not self._live:
+            return
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress = now
+        dt = max(now - cur.t0, 1e-9)
+        of = f"/{cur.start.frames_expected}" if cur.start.frames_expected else ""
+        self.out.write(f"\r{cur.start.series_id}: {cur.frames}{of} frames, {cur.frames / dt:.0f} frames/s, "
+                       f"{cur.nbytes / dt / 1e6:.1f} MB/s, missing {cur.gaps}\x1b[K")
+        self.out.flush()
+
+    def _clear_live(self) -> None:
+        if self._live and not self.quiet:
+            self.out.write("\r\x1b[K")
+
+    def _say(self, line: str) -> None:
+        self._clear_live()
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xspress3-receive", description=__doc__.splitlines()[0])
+    p.add_argument("--connect", default=f"tcp://localhost:{wire.DEFAULT_PORT}",
+                   help="stream endpoint of the IOC (default %(default)s)")
+    p.add_argument("--output", type=Path, help="directory for the HDF5 files (one per series)")
+    p.add_argument("--compression", default="None", choices=layout.COMPRESSIONS,
+                   help="spectra compression (default %(default)s)")
+    p.add_argument("--decode-only", action="store_true", help="decode and count, write no file (benchmarks)")
+    p.add_argument("--max-series", type=int, default=0, help="exit after this many series (0 = run forever)")
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument("--log-level", default="WARNING", help="logging level (default %(default)s)")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.decode_only:
+        if args.output is None:
+            _parser().error("--output DIR is required unless --decode-only")
+        if not args.output.is_dir():
+            _parser().error(f"--output {args.output} is not a directory")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    session = Session(None if args.decode_only else args.output, args.compression, args.quiet)
+    sys.stderr.write(f"xspress3-receive: listening on {args.connect}\n")
+    sys.stderr.flush()
+    with StreamReceiver(args.connect) as receiver:
+        try:
+            for msg in receiver.messages(stop):
+                session.handle(msg)
+                if args.max_series and session.series_done >= args.max_series:
+                    break
+        finally:
+            session.close("interrupted" if stop.is_set() else "receiver stopped")
+    if session.skipped_frames:
+        sys.stderr.write(f"skipped {session.skipped_frames} frames that arrived without their start message\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
