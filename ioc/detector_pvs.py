@@ -9,7 +9,7 @@ from __future__ import annotations
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from . import enums
+from . import adbase_pvs, enums
 from .pvtypes import PutRejected, Xsp3Group, command, enum_pv, setting, text_pv
 
 MAX_EXPOSURE_S = 53.6  # 2**32 ticks of the 80 MHz clock
@@ -164,6 +164,7 @@ def _ns() -> dict:
                                        doc="Why stream frames were lost in this run, if any.")
     ns["simulation"] = enum_pv("Simulation_RBV", enums.NO_YES, 0, read_only=True,
                                doc="Yes when the built-in simulator stands in for the hardware.")
+    adbase_pvs.extend(ns)
     return ns
 
 

@@ -44,14 +44,18 @@ class FileCapture:
     def __init__(self, ioc, options: IocOptions):
         self.ioc = ioc
         self.stall_timeout = options.file_stall_timeout
-        self.writer = HDF5Writer(max_queued_frames=options.file_queue_frames,
-                                 on_status=self._on_status_thread)
+        self._queue_frames = options.file_queue_frames
+        self.writer: Optional[HDF5Writer] = None   # its thread starts with the IOC (start())
         self.capturing = False
         self.file_open = False
         self._start: Optional[SeriesStart] = None
         self._path = ""
         self._done: Optional[asyncio.Event] = None
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.writer = HDF5Writer(max_queued_frames=self._queue_frames,
+                                 on_status=self._on_status_thread)
 
     @property
     def hdf(self):
@@ -193,6 +197,8 @@ class FileCapture:
 
     async def post_status(self) -> None:
         """Counters to PVs; ends the capture when NumCapture is reached or the file failed."""
+        if self.writer is None:
+            return
         await self._post_counts()
         if not self.file_open:
             return
@@ -205,9 +211,9 @@ class FileCapture:
 
     def close_now(self, message: str) -> None:
         """Shutdown: close any open file (blocking; called off the loop)."""
-        if self.file_open:
+        if self.writer is not None:
             self.file_open = False
-        self.writer.close(self.stall_timeout)
+            self.writer.close(self.stall_timeout)
 
 
 def _writable_dir(path: str) -> bool:

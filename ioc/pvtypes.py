@@ -26,14 +26,29 @@ class PutRejected(ValueError):
 
 
 class _ReportingMixin:
-    async def write_from_dbr(self, *args, **kwargs):
+    async def write_from_dbr(self, data, *args, **kwargs):
         try:
-            return await super().write_from_dbr(*args, **kwargs)
+            return await super().write_from_dbr(data, *args, **kwargs)
         except Exception as ex:
+            if not str(ex):
+                ex = PutRejected(self._describe_bad_value(data, ex))
             group = getattr(self, "group", None)
             if group is not None:
                 await group.put_rejected(self, ex)
-            raise
+            raise ex
+
+    def _describe_bad_value(self, data, ex: Exception) -> str:
+        """Text for caproto errors that carry none (e.g. a bad enum string or index)."""
+        try:
+            value = data[0] if len(data) == 1 else data
+        except TypeError:
+            value = data
+        if isinstance(value, bytes):
+            value = value.decode("latin-1", "replace")
+        strings = getattr(self, "enum_strings", None)
+        if strings:
+            return f"{value!r} is not one of {', '.join(strings)} (or 0..{len(strings) - 1})"
+        return f"invalid value {value!r} ({type(ex).__name__})"
 
 
 def _reporting(cls):
@@ -73,7 +88,7 @@ def text_pv(name: str, value: str = "", *, doc: str, read_only: bool = False,
             length: int = STRING_LENGTH, **kw) -> pvproperty:
     """A CHAR waveform holding a string, as areaDetector uses for paths and messages."""
     return pvproperty(name=name, value=value, dtype=ChannelType.CHAR, max_length=length,
-                      string_encoding="latin-1", report_as_string=True,
+                      string_encoding="latin-1",
                       read_only=read_only, doc=doc, **kw)
 
 

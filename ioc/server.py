@@ -140,6 +140,7 @@ class IocBase(Xsp3Group):
         self.readout.driver = self.driver
         self.readout.update_period = 1.0 / float(self.det.update_rate.value)
         self.readout.start()
+        self.files.start()
         if self.stream is not None:
             self.stream.start()
             await self.det.stream_endpoint.write(self.stream.endpoint)
@@ -354,13 +355,14 @@ class IocBase(Xsp3Group):
         if run is None:
             return
         run.stop_requested = True
+        # tell the readout first, so a detector that goes idle is read as a stop, not a fault
+        self.readout.request_stop()
         await self.det.detector_state.write(State.ABORTING)
         try:
             await self.call(self.driver.stop)
         except Xspress3Error as ex:
             log.error("stop failed: %s", ex)
             await self.status(f"stop failed: {ex}", State.ERROR)
-        self.readout.request_stop()
         try:
             await asyncio.wait_for(asyncio.shield(run.done.wait()), 10.0)
         except asyncio.TimeoutError:

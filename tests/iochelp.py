@@ -99,7 +99,11 @@ class IocProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"IOC exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                state = self.get("det1:DetectorState_RBV", timeout=0.5)
+                # the sync client searches afresh each call (the threading client would back off)
+                from caproto.sync import client as sync
+                self._ca()
+                state = sync.read(self.pv("det1:DetectorState_RBV"), timeout=0.5,
+                                  data_type=ChannelType.STRING).data[0].decode()
                 if state in ("Idle", "Disconnected", "Error"):
                     return self
             except (TimeoutError, OSError, CaprotoTimeoutError):
@@ -186,6 +190,17 @@ class IocProcess:
         elif isinstance(value, str):
             return pv.write([value], wait=wait, timeout=timeout, data_type=ChannelType.STRING)
         return pv.write(value, wait=wait, timeout=timeout)
+
+    def put_checked(self, suffix: str, value, timeout: float = 10.0):
+        """Put with callback through caproto's sync client, which raises
+        ErrorResponseReceived when the IOC rejects the put (the threading client
+        only logs that). Call it from one thread at a time."""
+        from caproto.sync import client as sync
+        self._ca()
+        if isinstance(value, str):
+            return sync.write(self.pv(suffix), [value], notify=True, timeout=timeout,
+                              data_type=ChannelType.STRING)
+        return sync.write(self.pv(suffix), value, notify=True, timeout=timeout)
 
     def wait_for(self, suffix: str, predicate, timeout: float = 30.0, interval: float = 0.05):
         deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ def ioc(tmp_path_factory):
     proc.start()
     yield proc
     rc = proc.stop()
+    print(proc.output()[-20000:])
     assert rc == 0, proc.output()[-4000:]
 
 
