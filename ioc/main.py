@@ -8,11 +8,10 @@ import logging
 import signal
 import sys
 
-from caproto.server import run as caproto_run  # noqa: F401  (documents the caproto entry point)
-from caproto.asyncio.server import Context
 
 from xspress3.driver import Xspress3Error
 
+from .ca_server import SafeContext
 from .options import DEFAULT_MONITOR, DEFAULT_STREAM, IocOptions, default_settings_file
 from .server import build_ioc_class
 
@@ -83,7 +82,7 @@ def create(options: IocOptions):
 
 
 async def serve(ioc, interfaces=None) -> None:
-    ctx = Context(ioc.pvdb, interfaces)
+    ctx = SafeContext(ioc.pvdb, interfaces)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

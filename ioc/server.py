@@ -27,7 +27,7 @@ import numpy as np
 from caproto.server import SubGroup, pvproperty
 
 import xspress3
-from xspress3.driver import FrameSource, ItfgTrigMode, Xspress3, Xspress3Error
+from xspress3.driver import FrameSource, ItfgTrigMode, Xspress3, Xspress3Error, sim_controls
 from xspress3.writers.wire import SeriesStart, new_series_id, utc_now_iso
 
 from . import enums
@@ -552,12 +552,11 @@ class IocBase(Xsp3Group):
                 log.warning("channel %d settings not applied: %s", i + 1, ex)
 
     async def sim_call(self, name: str, *args):
-        d = self._need_driver()
         if name in ("inject_fault", "clear_faults"):
-            from xspress3.driver import sim_controls
-            target = sim_controls(d.library_path)
+            # library-wide: works while disconnected too (e.g. to fault the next connect)
+            target = sim_controls(self.options.library)
         else:
-            target = d.sim
+            target = self._need_driver().sim
         if target is None:
             raise PutRejected("the loaded library is not the simulator")
         try:

@@ -244,3 +244,20 @@ def epics_tool(name: str) -> list:
 def run_tool(ioc: "IocProcess", name: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run(epics_tool(name) + list(args), env=ioc.env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+
+class FrozenClient:
+    """A CA client that subscribes and then stops reading: `camonitor` with its
+    output piped and never read. Once the pipe is full camonitor blocks, stops
+    reading its socket, and the IOC's sends to it back up."""
+
+    def __init__(self, ioc: IocProcess, suffixes):
+        self.proc = subprocess.Popen(epics_tool("camonitor") + [ioc.pv(s) for s in suffixes],
+                                     env=ioc.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc.stdout.close()
