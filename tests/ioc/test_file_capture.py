@@ -1,0 +1,122 @@
+"""HDF1: capture through the built-in writer, read back value by value."""
+from __future__ import annotations
+
+import os
+import threading
+
+import h5py
+import numpy as np
+import pytest
+
+from test_rois_scas import receive_run
+
+
+def arm_capture(ioc, directory, name, frames=None):
+    ioc.put("HDF1:FilePath", str(directory))
+    ioc.put("HDF1:FileName", name)
+    ioc.put("HDF1:FileNumber", 7)
+    ioc.put("HDF1:AutoIncrement", "Yes")
+    if frames is not None:
+        ioc.put("HDF1:NumCapture", frames)
+    ioc.put("HDF1:Capture", 1, wait=False)
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=10)
+
+
+def test_capture_writes_every_frame_the_stream_carried(ioc, tmp_path):
+    ioc.put("det1:TriggerMode", "Internal")
+    ioc.put("det1:NumImages", 50)            # copied into HDF1:NumCapture
+    assert ioc.get("HDF1:NumCapture_RBV") == 50
+    arm_capture(ioc, tmp_path, "run")
+    expected = ioc.get("HDF1:FullFileName_RBV")
+    assert expected == os.path.join(str(tmp_path), "run_000007.h5")
+    blocks, end = receive_run(ioc, 50, exposure=0.002)
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
+    assert ioc.get("HDF1:NumCaptured_RBV") == 50
+    assert ioc.get("HDF1:WriteStatus") == "Write OK"
+    assert ioc.get("HDF1:FileNumber_RBV") == 8
+    spectra = np.concatenate([b.spectra for b in blocks])
+    scalers = np.concatenate([b.scalers for b in blocks])
+    dtfactor = np.concatenate([b.dtfactor for b in blocks])
+    with h5py.File(expected, "r") as f:
+        data = f["/entry/instrument/detector/data"]
+        assert data.shape == (50, 4, 4096) and data.dtype == np.uint32
+        np.testing.assert_array_equal(data[()], spectra)
+        np.testing.assert_array_equal(f["/entry/instrument/detector/scalers"][()], scalers)
+        for n in range(1, 5):
+            attrs = f["/entry/instrument/NDAttributes"]
+            for k in range(8):
+                np.testing.assert_array_equal(attrs[f"CHAN{n}SCA{k}"][()], scalers[:, n - 1, k])
+            np.testing.assert_allclose(attrs[f"CHAN{n}DTFactor"][()], dtfactor[:, n - 1])
+        assert f["/entry"].attrs["default"] == "data"
+
+
+def test_capture_spans_several_runs_until_numcapture(ioc, tmp_path):
+    """Step-scan style: Capture once, then one Acquire per point."""
+    ioc.put("det1:NumImages", 2)
+    ioc.put("HDF1:NumCapture", 6)
+    arm_capture(ioc, tmp_path, "steps")
+    path = ioc.get("HDF1:FullFileName_RBV")
+    for point in range(3):
+        ioc.put("det1:Acquire", 1, wait=True, timeout=30)
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
+    with h5py.File(path, "r") as f:
+        assert f["/entry/instrument/detector/data"].shape[0] == 6
+
+
+def test_capture_zero_closes_the_file_promptly(ioc, tmp_path):
+    """NumCapture larger than what arrives: Capture=0 must not hang (nslsii unstage)."""
+    ioc.put("det1:NumImages", 3)
+    ioc.put("HDF1:NumCapture", 1000)
+    arm_capture(ioc, tmp_path, "short")
+    path = ioc.get("HDF1:FullFileName_RBV")
+    ioc.put("det1:Acquire", 1, wait=True, timeout=30)
+    assert ioc.get("HDF1:Capture_RBV") == "Capturing"
+    ioc.put("HDF1:Capture", 0, wait=True, timeout=20)
+    assert ioc.get("HDF1:Capture_RBV") == "Done"
+    with h5py.File(path, "r") as f:
+        assert f["/entry/instrument/detector/data"].shape[0] == 3
+
+
+def test_unwritable_directory_fails_clearly_and_acquisition_still_runs(ioc, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    # root passes permission checks: then use a directory the kernel refuses to write
+    directory = str(locked) if not os.access(locked, os.W_OK) else "/sys"
+    ioc.put("HDF1:FilePath", directory)
+    ioc.put("HDF1:FileName", "denied")
+    ioc.put("HDF1:NumCapture", 5)
+    ioc.put("HDF1:Capture", 1, wait=False)
+    ioc.wait_for("HDF1:WriteMessage", lambda m: m != "", timeout=10)
+    blocks, end = receive_run(ioc, 5)
+    assert end.frames_sent == 5 and end.frames_lost == 0
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
+    assert ioc.get("HDF1:WriteStatus") == "Write error"
+    message = ioc.get("HDF1:WriteMessage")
+    assert directory in message and ("not writable" in message or "cannot open" in message), message
+    assert ioc.get("det1:DetectorState_RBV") == "Idle"
+    assert not any(name.startswith("denied") for name in os.listdir(directory))
+
+
+def test_missing_directory_and_existing_file(ioc, tmp_path):
+    ioc.put("HDF1:FilePath", str(tmp_path / "nope" / "deeper"))
+    with pytest.raises(Exception):
+        ioc.put_checked("HDF1:Capture", 1, timeout=10)
+    assert "does not exist" in ioc.get("HDF1:WriteMessage")
+    ioc.put("HDF1:FilePath", str(tmp_path))
+    ioc.put("HDF1:FileName", "taken")
+    ioc.put("HDF1:FileNumber", 1)
+    (tmp_path / "taken_000001.h5").write_bytes(b"already here")
+    with pytest.raises(Exception):
+        ioc.put_checked("HDF1:Capture", 1, timeout=10)
+    assert "already exists" in ioc.get("HDF1:WriteMessage")
+    assert (tmp_path / "taken_000001.h5").read_bytes() == b"already here"
+    ioc.put("HDF1:CreateDirectory", -1)
+    ioc.put("HDF1:FilePath", str(tmp_path / "made" / "here"))
+    ioc.put("HDF1:NumCapture", 2)
+    ioc.put("det1:NumImages", 2)
+    ioc.put("HDF1:Capture", 1, wait=False)
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=10)
+    ioc.put("det1:Acquire", 1, wait=True, timeout=30)
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
+    assert os.path.exists(ioc.get("HDF1:FullFileName_RBV"))
