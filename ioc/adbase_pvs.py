@@ -158,6 +158,9 @@ def _camera_pvs() -> dict:
     for name in ("ShutterOpenEPICS", "ShutterCloseEPICS"):
         pvs.update(writable(name, 0.0, NO_SHUTTER, dtype=float, rbv=False))
     pvs.update(writable("ShutterFanout", 0, NO_SHUTTER, dtype=int, rbv=False))
+    for name in ("ReverseX", "ReverseY"):
+        pvs.update(writable(name, "No", "ADBase image flip; spectra are not images (no-op).",
+                            strings=enums.NO_YES))
     pvs.update(writable("Temperature", 0.0, "ADBase sensor set temperature; the Xspress3 "
                         "has no temperature control here (no-op).", dtype=float, units="C"))
     pvs.update(writable("TemperatureActual", 0.0, "ADBase measured temperature; not read "
@@ -196,6 +199,10 @@ def _plugin_pvs() -> dict:
                                      "maintained (always 0).", units="s")
     pvs[_attr("ExecutionTime_RBV")] = ro("ExecutionTime_RBV", 0.0, "Plugin execution time; "
                                          "not measured (always 0).", units="ms")
+    pvs[_attr("Codec_RBV")] = ro("Codec_RBV", "", "NDArray codec; frames reach the writer "
+                                 "uncompressed (always empty).", dtype=ChannelType.STRING)
+    pvs[_attr("CompressedSize_RBV")] = ro("CompressedSize_RBV", 0, "NDArray compressed size; "
+                                          "not used (always 0).", units="bytes")
     pvs[_attr("MaxThreads_RBV")] = ro("MaxThreads_RBV", 1, "The writer is one thread.")
     pvs[_attr("RunTime")] = ro("RunTime", 0.0, "HDF5 write time; not measured (always 0).",
                                units="s")

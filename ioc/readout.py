@@ -23,7 +23,7 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 
-from xspress3.driver import Xspress3Error, compute as deadtime
+from xspress3.driver import Scaler, Xspress3Error, compute as deadtime
 from xspress3.writers.wire import FrameBlock
 
 from .rois import RoiTable, roi_stats, roi_totals
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_BLOCK_BYTES = 8 << 20     # a block holds at most this much spectrum data
 MAX_BLOCK_FRAMES = 1024
-CIRCULAR_HIGH_WATER = 0.75    # fraction of frame memory unread before consumers lose frames
+CIRCULAR_HIGH_WATER = 0.75
+ALL_GOOD = int(Scaler.ALL_GOOD)    # fraction of frame memory unread before consumers lose frames
 
 
 class Consumer(Protocol):
@@ -271,7 +272,11 @@ class Readout(threading.Thread):
         lo, hi = plan.first_bin, plan.first_bin + plan.num_bins
         with self.lock:
             if block.spectra.dtype == np.uint32:
-                self.sums[:, lo:hi] += block.spectra.sum(axis=0, dtype=np.uint64)
+                # A bin's sum over the block is at most the channel's histogrammed events
+                # (ALL_GOOD); when those fit in 32 bits the 3x faster uint32 sum is exact.
+                events = block.scalers[:, :, ALL_GOOD].sum(axis=0, dtype=np.uint64).max()
+                wide = np.uint64 if events >= 2**32 else np.uint32
+                self.sums[:, lo:hi] += block.spectra.sum(axis=0, dtype=wide)
             else:
                 self.sums[:, lo:hi] += np.rint(block.spectra.sum(axis=0)).astype(np.uint64)
             if self.ts.acquiring:

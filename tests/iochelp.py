@@ -17,7 +17,36 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from caproto import CaprotoTimeoutError, ChannelType
+from caproto import CaprotoTimeoutError, ChannelType, ErrorResponse
+
+
+def _patch_threading_client() -> None:
+    """caproto's threading client ignores a server's ErrorResponse to a put with
+    callback and then times out; hand the error to the waiting put instead, so a
+    rejected put fails at once in tests (`IocProcess.put` raises PutFailed)."""
+    from caproto.threading import client as tc
+    original = tc.VirtualCircuitManager._process_command
+    if getattr(original, "patched", False):
+        return
+
+    def process(self, command):
+        if isinstance(command, ErrorResponse):
+            info = self.ioids.pop(command.original_request.parameter2, None)
+            if info is not None and info.get("event") is not None:
+                info["response"] = command
+                info["event"].set()
+                return
+        return original(self, command)
+
+    process.patched = True
+    tc.VirtualCircuitManager._process_command = process
+
+
+class PutFailed(Exception):
+    """The IOC rejected a put (its ErrorResponse text is the message)."""
+
+
+_patch_threading_client()
 
 
 def free_port(kind=socket.SOCK_STREAM) -> int:
@@ -187,9 +216,13 @@ class IocProcess:
         pv = self._pv(suffix, timeout)
         if pv.channel.native_data_type == ChannelType.CHAR and isinstance(value, str):
             value = np.frombuffer(value.encode("latin-1") + b"\0", dtype=np.uint8)
-        elif isinstance(value, str):
-            return pv.write([value], wait=wait, timeout=timeout, data_type=ChannelType.STRING)
-        return pv.write(value, wait=wait, timeout=timeout)
+        if isinstance(value, str):
+            response = pv.write([value], wait=wait, timeout=timeout, data_type=ChannelType.STRING)
+        else:
+            response = pv.write(value, wait=wait, timeout=timeout)
+        if isinstance(response, ErrorResponse):
+            raise PutFailed(f"{suffix}: {response.error_message}")
+        return response
 
     def put_checked(self, suffix: str, value, timeout: float = 10.0):
         """Put with callback through caproto's sync client, which raises
