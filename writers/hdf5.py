@@ -62,8 +62,10 @@ class HDF5Writer:
 
     def __init__(self, max_queued_frames: int = 16384,
                  on_status: Optional[Callable[[WriterStatus], None]] = None,
-                 status_interval_s: float = 0.2, flush_interval_s: float = 1.0) -> None:
+                 status_interval_s: float = 0.2, flush_interval_s: float = 1.0,
+                 min_free_bytes: int = layout.MIN_FREE_BYTES) -> None:
         self.max_queued_frames = max_queued_frames
+        self.min_free_bytes = min_free_bytes
         self.on_status = on_status
         self.status_interval_s = status_interval_s
         self.flush_interval_s = flush_interval_s
@@ -99,7 +101,7 @@ class HDF5Writer:
             self._check_running()
         try:
             handle = layout.create(path, start, compression, overwrite=overwrite,
-                                   flush_interval_s=self.flush_interval_s)
+                                   flush_interval_s=self.flush_interval_s, min_free_bytes=self.min_free_bytes)
         except (OSError, ValueError) as exc:
             with self._cond:
                 self._state, self._path = ERROR, str(path)
@@ -244,10 +246,9 @@ class HDF5Writer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stop:
-                    self._cond.wait(self.status_interval_s)
-                    if not self._queue:
-                        break
+                if not self._queue and not self._stop:
+                    # Wake up now and then while idle to keep the flush-per-interval promise.
+                    self._cond.wait(min(max(self.flush_interval_s / 2, 0.05), 0.5))
                 if self._stop and not self._queue:
                     return
                 item = self._queue.popleft() if self._queue else None
@@ -319,12 +320,12 @@ class HDF5Writer:
         handle = self._file
         if handle is not None and not handle.closed:
             try:
-                handle.close(complete=False)  # keeps what can still be flushed
+                handle.close(complete=False)  # normal close if the handle is intact, else detached
             except Exception:
                 log.exception("closing %s after the error failed too", self._path)
         with self._cond:
             self._state = ERROR
-            self._last_error = self._message = f"write failed: {exc}"
+            self._last_error = self._message = str(exc)
         self._notify(force=True)
 
     def _close_file(self) -> None:

@@ -12,12 +12,15 @@ follow a running acquisition and a killed writer leaves every flushed frame.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import h5py
 import hdf5plugin
@@ -61,6 +64,8 @@ NDATTR_SUFFIXES: tuple[str, ...] = tuple(f"SCA{k}" for k in range(NUM_SCA_ATTRIB
 )
 
 CHUNK_TARGET_BYTES = 1 << 20
+#: Writing stops (DiskFullError) when less than this would remain free.
+MIN_FREE_BYTES = 256 << 20
 ATTR_CHUNK_FRAMES = 4096
 STAGE_FRAMES = 16384
 _END_TIME_DTYPE = "S64"
@@ -94,6 +99,16 @@ def chunk_frames(start: wire.SeriesStart) -> int:
     return max(1, CHUNK_TARGET_BYTES // frame_bytes)
 
 
+def _check_free_space(path: Path, reserve: int, incoming: int, action: str) -> None:
+    if not reserve:
+        return
+    st = os.statvfs(path.parent)
+    free = st.f_bavail * st.f_frsize
+    if free < reserve + incoming:
+        raise DiskFullError(errno.ENOSPC, f"disk almost full: {free // 2**20} MiB free for {path}; {action} "
+                            f"to keep {reserve // 2**20} MiB in reserve")
+
+
 def _check_target(path: Path, overwrite: bool) -> None:
     """Fail early with a message a beamline user can act on."""
     parent = path.parent
@@ -107,15 +122,26 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise FileExistsError(f"cannot create {path}: file exists")
 
 
+class WriteError(OSError):
+    """HDF5 failed to write (I/O error, disk full...); the handle is broken."""
+
+
+class DiskFullError(OSError):
+    """Free space fell below the reserve; the file is intact and can be closed."""
+
+
 class SeriesFile:
     """One open HDF5 file receiving the frames of one series (use ``create``)."""
 
-    def __init__(self, path: Path, h5: h5py.File, start: wire.SeriesStart, flush_interval_s: float) -> None:
+    def __init__(self, path: Path, h5: h5py.File, start: wire.SeriesStart, flush_interval_s: float,
+                 min_free_bytes: int) -> None:
         self.path = path
         self.start = start
         self.flush_interval_s = flush_interval_s
+        self.min_free_bytes = min_free_bytes
         self.frames_written = 0
         self.closed = False
+        self.broken = False
         self._h5 = h5
         self._data = h5[DATA]
         self._scalers = h5[SCALERS]
@@ -125,10 +151,11 @@ class SeriesFile:
             [h5[f"{NDATTRIBUTES}/{ndattribute_name(c + 1, s)}"] for s in NDATTR_SUFFIXES]
             for c in range(start.channels)
         ]
-        # Small per-frame values are staged and written once per flush: ~50 tiny
-        # writes per block would cost more than the spectra themselves.
+        # Per-frame values (scalers, NDAttributes, frame numbers) are staged and written
+        # once per flush: ~50 small writes per block would cost more than the spectra.
         self._stage = np.empty((start.channels, len(NDATTR_SUFFIXES), STAGE_FRAMES), dtype=np.float64)
         self._stage_numbers = np.empty(STAGE_FRAMES, dtype=np.int64)
+        self._stage_scalers = np.empty((STAGE_FRAMES, start.channels, wire.NUM_SCALERS), dtype=np.uint32)
         self._staged = 0
         self._attrs_written = 0
         widths = list(start.event_width) or [float("nan")] * start.channels
@@ -136,7 +163,12 @@ class SeriesFile:
         self._last_flush = time.monotonic()
 
     def append(self, block: wire.FrameBlock) -> None:
-        """Write one block: one write per big dataset, small values staged."""
+        """Write one block: one resize and one write of the spectra; per-frame values staged.
+
+        Raises ValueError for a block of another shape (nothing written), DiskFullError
+        when the free space falls below ``min_free_bytes`` (the file can still be closed
+        normally) and WriteError when HDF5 fails (the handle is then broken).
+        """
         if self.closed:
             raise ValueError(f"{self.path} is closed")
         n = block.count
@@ -147,23 +179,40 @@ class SeriesFile:
                 f"block has {block.channels} channels x {block.bins} bins, series "
                 f"{self.start.series_id} has {self.start.channels} x {self.start.bins}"
             )
-        i = self.frames_written
-        self._data.resize(i + n, axis=0)
-        self._data.write_direct(np.ascontiguousarray(block.spectra, dtype=self._data.dtype),
-                                dest_sel=np.s_[i:i + n])
-        self._scalers.resize(i + n, axis=0)
-        self._scalers.write_direct(np.ascontiguousarray(block.scalers, dtype=np.uint32),
-                                   dest_sel=np.s_[i:i + n])
-        done = 0
-        while done < n:
-            take = min(n - done, STAGE_FRAMES - self._staged)
-            self._stage_rows(block, done, take)
-            done += take
-            if self._staged == STAGE_FRAMES:
-                self._write_staged()
-        self.frames_written = i + n
+        if block.spectra.dtype.kind == "f" and self._data.dtype.kind != "f":
+            raise ValueError(f"float (deadtime-corrected) spectra, but series {self.start.series_id} "
+                             "was started with dtc_applied=False")
+        self._check_space(block.spectra.nbytes + block.scalers.nbytes)
+        with self._guard("write"):
+            i = self.frames_written
+            self._data.resize(i + n, axis=0)
+            self._data.write_direct(np.ascontiguousarray(block.spectra, dtype=self._data.dtype),
+                                    dest_sel=np.s_[i:i + n])
+            done = 0
+            while done < n:
+                take = min(n - done, STAGE_FRAMES - self._staged)
+                self._stage_rows(block, done, take)
+                done += take
+                if self._staged == STAGE_FRAMES:
+                    self._write_staged()
+            self.frames_written = i + n
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
+
+    def _check_space(self, incoming: int) -> None:
+        """Stop before the disk is full: HDF5 cannot close a file after a failed write."""
+        _check_free_space(self.path, self.min_free_bytes, incoming, "stopped writing")
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Turn any HDF5 failure into WriteError and mark the handle broken."""
+        if self.broken:
+            raise WriteError(f"{self.path} is unusable after an earlier error")
+        try:
+            yield
+        except Exception as exc:
+            self.broken = True
+            raise WriteError(f"{what} to {self.path} failed: {exc}") from exc
 
     def _stage_rows(self, block: wire.FrameBlock, offset: int, count: int) -> None:
         s, e = self._staged, self._staged + count
@@ -173,6 +222,7 @@ class SeriesFile:
         self._stage[:, NUM_SCA_ATTRIBUTES + 1, s:e] = block.dtfactor[rows].T
         self._stage[:, NUM_SCA_ATTRIBUTES + 2, s:e] = block.dtpercent[rows].T
         self._stage_numbers[s:e] = np.arange(block.first_frame + offset, block.first_frame + offset + count)
+        self._stage_scalers[s:e] = block.scalers[rows]
         self._staged = e
 
     def _write_staged(self) -> None:
@@ -187,6 +237,8 @@ class SeriesFile:
                 ds.write_direct(np.ascontiguousarray(self._stage[c, j, :m]), dest_sel=sel)
         self._frame_numbers.resize(a + m, axis=0)
         self._frame_numbers.write_direct(self._stage_numbers[:m], dest_sel=sel)
+        self._scalers.resize(a + m, axis=0)
+        self._scalers.write_direct(self._stage_scalers[:m], dest_sel=sel)
         self._attrs_written = a + m
         self._staged = 0
 
@@ -197,23 +249,84 @@ class SeriesFile:
 
     def flush(self) -> None:
         """Make every appended frame visible to SWMR readers and durable against a kill."""
-        self._write_staged()
-        self._frames_written_ds[()] = self.frames_written
-        self._h5.flush()
+        with self._guard("flush"):
+            self._write_staged()
+            self._frames_written_ds[()] = self.frames_written
+            self._h5.flush()
         self._last_flush = time.monotonic()
 
     def close(self, complete: bool) -> None:
-        """Flush, record end_time and the complete flag, close; the handle always ends closed."""
+        """Flush, record end_time and the complete flag, close; the handle always ends closed.
+
+        A broken handle (earlier WriteError) is closed without touching the file again;
+        the file then keeps complete=False and what its last good flush wrote.
+        """
         if self.closed:
             return
+        if not self.broken:
+            try:
+                with self._guard("close"):
+                    self._write_staged()
+                    self._frames_written_ds[()] = self.frames_written
+                    self._h5[COMPLETE][()] = bool(complete)
+                    self._h5[END_TIME][()] = wire.utc_now_iso().encode("ascii")
+                    self._h5.flush()
+                    self._drop_datasets()
+                    self.closed = True
+                    self._h5.close()
+                log.info("closed %s: %d frames, complete=%s", self.path, self.frames_written, complete)
+                return
+            except WriteError:
+                log.error("closing %s failed; detaching it", self.path)
+        self._detach_and_close()
+        if complete:
+            raise WriteError(f"{self.path} could not be completed; it is left incomplete")
+
+    def _drop_datasets(self) -> None:
+        self._data = self._scalers = self._frame_numbers = self._frames_written_ds = None  # type: ignore[assignment]
+        self._attr_ds = []
+
+    def _detach_and_close(self) -> None:
+        """Close a file HDF5 can no longer write.
+
+        After a failed write HDF5 still tries to flush on close, fails again and
+        later crashes the process (h5py issues 914 and 2160). Pointing the file's
+        descriptor at an in-memory sink first lets the close succeed; the file on
+        disk keeps what its last good flush wrote.
+        """
         self.closed = True
+        self.broken = True
         try:
-            self.flush()
-            self._h5[COMPLETE][()] = bool(complete)
-            self._h5[END_TIME][()] = wire.utc_now_iso().encode("ascii")
-        finally:
+            fd = self._h5.id.get_vfd_handle()
+            sink = _memory_sink()
+            try:
+                os.dup2(sink, fd)
+            finally:
+                os.close(sink)
+        except Exception:
+            log.exception("cannot detach %s from HDF5; leaving it open", self.path)
+            _BROKEN.append(self)  # never freed: freeing it could crash the process
+            return
+        self._drop_datasets()
+        try:
             self._h5.close()
-        log.info("closed %s: %d frames, complete=%s", self.path, self.frames_written, complete)
+        except Exception:
+            log.exception("closing detached %s failed", self.path)
+            _BROKEN.append(self)
+        log.warning("closed %s after a write error: %d frames, incomplete", self.path, self.frames_written)
+
+
+#: Handles HDF5 could not close; kept referenced so that no destructor runs on them.
+_BROKEN: list[SeriesFile] = []
+
+
+def _memory_sink() -> int:
+    """A writable, truncatable descriptor that does not touch the (full) disk."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("xspress3-hdf5-sink")
+    with tempfile.TemporaryFile() as tmp:
+        return os.dup(tmp.fileno())
+
 
 def _string(group: h5py.Group, name: str, value: str) -> h5py.Dataset:
     return group.create_dataset(name, data=value, dtype=h5py.string_dtype())
@@ -300,7 +413,8 @@ def _build(h5: h5py.File, start: wire.SeriesStart, compression: str) -> None:
 
 
 def create(path: Union[str, os.PathLike], start: wire.SeriesStart, compression: str = "None",
-           overwrite: bool = False, flush_interval_s: float = 1.0) -> SeriesFile:
+           overwrite: bool = False, flush_interval_s: float = 1.0,
+           min_free_bytes: int = MIN_FREE_BYTES) -> SeriesFile:
     """Create the file for one series, switch it to SWMR mode and return the handle.
 
     Raises ValueError for a bad compression choice and OSError subclasses (with the
@@ -310,6 +424,7 @@ def create(path: Union[str, os.PathLike], start: wire.SeriesStart, compression: 
     compression_options(compression)  # fail before touching the disk
     path = Path(path)
     _check_target(path, overwrite)
+    _check_free_space(path, min_free_bytes, 0, "not created")
     try:
         h5 = h5py.File(path, "w" if overwrite else "w-", libver="latest",
                        rdcc_nbytes=16 << 20, rdcc_nslots=10007, rdcc_w0=1.0)
@@ -324,7 +439,7 @@ def create(path: Union[str, os.PathLike], start: wire.SeriesStart, compression: 
         raise
     log.info("created %s (%d ch x %d bins, %s, compression %s)", path, start.channels, start.bins,
              start.spectrum_dtype, compression)
-    return SeriesFile(path, h5, start, flush_interval_s)
+    return SeriesFile(path, h5, start, flush_interval_s, min_free_bytes)
 
 
 @dataclass

@@ -116,8 +116,8 @@ class MonitorServer:
                     log.error("monitor cannot encode the latest frame: %s", exc)
                     reply = [json.dumps({"type": TYPE_ERROR, "version": wire.FORMAT_VERSION,
                                          "message": str(exc)}).encode()]
+                self.requests_served += 1  # before the reply, so a client that got it sees the count
                 sock.send_multipart(reply, copy=False)
-                self.requests_served += 1
         finally:
             sock.close(0)
 

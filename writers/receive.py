@@ -114,13 +114,13 @@ class Session:
         if cur.handle is not None:
             try:
                 cur.handle.append(block)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 self._stop_writing(cur, exc)
         cur.frames += block.count
         cur.nbytes += sum(getattr(block, name).nbytes for name in wire.ARRAY_PARTS)
         self._progress(cur)
 
-    def _stop_writing(self, cur: _Open, exc: OSError) -> None:
+    def _stop_writing(self, cur: _Open, exc: Exception) -> None:
         """A write failed (disk full...): close the file incomplete, keep receiving."""
         cur.error = f"write failed: {exc}"
         self._say(f"series {cur.start.series_id}: {cur.error}; file closed incomplete")
@@ -145,7 +145,10 @@ class Session:
             missing = max(missing, end.frames_sent - cur.frames) + end.frames_lost
         complete = end is not None and missing == 0 and not cur.error
         if cur.handle is not None:
-            cur.handle.close(complete=complete)
+            try:
+                cur.handle.close(complete=complete)
+            except OSError as exc:
+                cur.error, complete = f"closing failed: {exc}", False
         self._current = None
         self.series_done += 1
         dt = max(time.monotonic() - cur.t0, 1e-9)

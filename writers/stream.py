@@ -43,6 +43,18 @@ _POLL_MS = 100
 _MIN_LINGER_MS = 200
 
 
+def _keepalive(sock: zmq.Socket) -> None:
+    """TCP keepalive, so a peer host that vanished without closing is noticed when idle.
+
+    (zmq heartbeats are not used: a receiver busy writing stops reading its socket
+    and would be disconnected as dead.)
+    """
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 10)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 5)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+
+
 @dataclass
 class _Series:
     start: wire.SeriesStart
@@ -109,10 +121,11 @@ class StreamSender:
         if not self._ready.wait(timeout):
             raise TimeoutError("stream sender thread did not start")
         if self._start_error is not None:
+            error, self._start_error = self._start_error, None
             self._thread.join()
-            raise OSError(f"cannot bind stream socket to {self._bind_endpoint}: {self._start_error}") from (
-                self._start_error
-            )
+            self._thread = None  # start() may be tried again (e.g. once the port is free)
+            self._ready.clear()
+            raise OSError(f"cannot bind stream socket to {self._bind_endpoint}: {error}") from error
         log.info("stream sender bound to %s", self._endpoint)
 
     def close(self, linger: float = 1.0) -> None:
@@ -146,7 +159,7 @@ class StreamSender:
 
     @property
     def receivers(self) -> int:
-        """Number of connected receivers (zmq handshakes completed, not yet disconnected)."""
+        """Number of connected receivers (TCP connections accepted and not yet closed)."""
         return self._receivers
 
     def wait_for_receivers(self, count: int = 1, timeout: float = 10.0) -> bool:
@@ -198,9 +211,11 @@ class StreamSender:
                 self._cond.wait(left)
             if self._series is not series:
                 raise RuntimeError("the series ended while waiting for room")
+            idle = not self._queue  # only an idle sender thread needs a wake-up
             self._queue.append(block)
             self._queued_frames += n
-        self._wake()
+        if idle:
+            self._wake()
         return True
 
     def count_lost(self, n: int, reason: str) -> None:
@@ -270,22 +285,30 @@ class StreamSender:
         series.lost_reasons[reason] = series.lost_reasons.get(reason, 0) + n
 
     def _wake(self) -> None:
+        """Interrupt the sender thread's poll (a full buffer means a wake-up is pending)."""
         try:
             self._wake_w.send(b"x")
-        except (BlockingIOError, OSError):
-            # Buffer full means a wake-up is already pending; closed means shutting down.
-            pass
+        except BlockingIOError:
+            return
+        except OSError as exc:  # closed: the sender is shutting down
+            log.debug("wake-up after close: %s", exc)
 
     def _run(self) -> None:
         ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        _keepalive(sock)
+        # Peers are tracked by file descriptor: ACCEPTED and DISCONNECTED both carry it
+        # (HANDSHAKE_SUCCEEDED carries 0, so it cannot be paired with its disconnect).
+        mon = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         try:
-            sock = ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, self.sndhwm)
-            sock.setsockopt(zmq.LINGER, 0)
-            mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
             sock.bind(self._bind_endpoint)
             self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
+            sock.disable_monitor()
+            mon.close(0)
+            sock.close(0)
             self._start_error = exc
             self._ready.set()
             return
@@ -329,19 +352,23 @@ class StreamSender:
     def _poll_events(self, poller: zmq.Poller, mon: zmq.Socket, peers: set[Any], timeout_ms: int) -> dict:
         events = dict(poller.poll(timeout_ms))
         if self._wake_r in events or self._wake_r.fileno() in events:
-            try:
-                while self._wake_r.recv(4096):
-                    pass
-            except BlockingIOError:
-                pass  # drained: the socket is non-blocking
+            self._drain_wakeups()
         if mon in events:
             self._read_monitor(mon, peers)
         return events
 
+    def _drain_wakeups(self) -> None:
+        while True:
+            try:
+                if not self._wake_r.recv(4096):
+                    return
+            except BlockingIOError:
+                return  # nothing left: the socket is non-blocking
+
     def _read_monitor(self, mon: zmq.Socket, peers: set[Any]) -> None:
         while mon.poll(0):
             event = recv_monitor_message(mon)
-            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if event["event"] == zmq.EVENT_ACCEPTED:
                 peers.add(event["value"])
                 log.info("stream receiver connected (%d now)", len(peers))
                 new_peer = True
@@ -372,7 +399,7 @@ class StreamSender:
                 sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
                 return None
             except zmq.Again:
-                pass
+                log.debug("receiver queue full; waiting")  # back-pressure: wait below
             with self._cond:
                 if self._stop:
                     return REASON_CLOSED
@@ -484,6 +511,7 @@ class StreamReceiver:
         self._sock = self._ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
+        _keepalive(self._sock)
         self._sock.connect(endpoint)
 
     def recv(self, timeout: Optional[float] = None) -> Optional[wire.Message]:

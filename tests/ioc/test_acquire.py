@@ -75,7 +75,8 @@ def test_every_trigger_mode_yields_the_requested_frames(ioc, mode):
 
     thread = threading.Thread(target=acquire, daemon=True)
     thread.start()
-    ioc.wait_for("det1:Acquire_RBV", lambda v: v == "Acquiring", timeout=10)
+    if mode != "Internal":   # an Internal run may be over before a poll could see it
+        ioc.wait_for("det1:Acquire_RBV", lambda v: v == "Acquiring", timeout=10)
     if mode in ("Software", "Software + Internal"):
         for _ in range(frames):
             ioc.put("det1:SoftTrigger", 1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Iterator
 
 import numpy as np
@@ -178,3 +179,46 @@ def test_receiver_skips_malformed_messages():
             assert receiver.bad_messages == 1
     finally:
         push.close()
+
+
+def test_receiver_count_follows_connects_and_disconnects(sender):
+    first = stream.StreamReceiver(sender.endpoint)
+    second = stream.StreamReceiver(sender.endpoint)
+    assert sender.wait_for_receivers(2, timeout=10)
+    first.close()
+    second.close()
+    deadline = time.monotonic() + 10
+    while sender.receivers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sender.receivers == 0
+    sender.begin_series(make_start("gone"))
+    assert sender.offer(block_values(0, 2))
+    assert sender.end_series(timeout=5).lost_reason == "no receiver: 2"
+
+
+def test_receiver_reconnects_when_the_sender_restarts():
+    first = stream.StreamSender(LOCAL)
+    first.start()
+    endpoint = first.endpoint
+    with stream.StreamReceiver(endpoint) as receiver:
+        assert first.wait_for_receivers(1, timeout=10)
+        first.close()  # the IOC goes away...
+        second = stream.StreamSender(endpoint)
+        deadline = time.monotonic() + 10
+        while True:  # ...and comes back on the same port once the OS has released it
+            try:
+                second.start()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "port not released"
+                time.sleep(0.05)
+        try:
+            assert second.wait_for_receivers(1, timeout=30), "receiver did not reconnect"
+            second.begin_series(make_start("after_restart"))
+            assert second.offer(block_values(0, 3), timeout=10)
+            end = second.end_series(timeout=10)
+            result = collect(receiver)
+        finally:
+            second.close()
+    assert result[0].series_id == "after_restart" and result[-1] == end
+    assert end.frames_sent == 3
