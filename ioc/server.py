@@ -320,6 +320,8 @@ class IocBase(Xsp3Group):
             start = self._series_start(run)
             if self.stream is not None:
                 await asyncio.to_thread(self.stream.begin_series, start)
+            if self.monitor is not None:
+                self.monitor.set_series(start)
             await self.files.begin_run(start)
             self._frames_used = max(self._frames_used, min(plan.num_frames, self.driver.frames_memory))
             await self.call(self._arm, plan, mode, float(det.acquire_time_rbv.value),

@@ -15,7 +15,7 @@ from iochelp import IocProcess  # noqa: E402
 def ioc(tmp_path_factory):
     """A 4-channel simulated IOC shared by the tests of one module."""
     tmp = tmp_path_factory.mktemp("ioc")
-    proc = IocProcess(tmp, monitor=False)
+    proc = IocProcess(tmp)
     proc.start()
     yield proc
     rc = proc.stop()
@@ -26,7 +26,7 @@ def ioc(tmp_path_factory):
 @pytest.fixture
 def fresh_ioc(tmp_path):
     """An IOC of its own for tests that change lasting state."""
-    proc = IocProcess(tmp_path, monitor=False)
+    proc = IocProcess(tmp_path)
     proc.start()
     yield proc
     rc = proc.stop()

@@ -120,3 +120,19 @@ def test_record_range_reads_only_the_chosen_bins(ioc):
     spectrum = ioc.get("MCA1:ArrayData")
     assert spectrum[:500].sum() == 0 and spectrum[1500:].sum() == 0
     np.testing.assert_array_equal(spectrum[500:1500], blocks[-1].spectra[-1, 0])
+
+
+def test_monitor_socket_serves_the_latest_frame(ioc):
+    from xspress3.writers.monitor import MonitorClient
+    acquire(ioc, 6)
+    client = MonitorClient(ioc.monitor_endpoint)
+    try:
+        block = client.latest()
+        series = client.series()
+    finally:
+        client.close()
+    assert block is not None and block.count == 1
+    assert block.first_frame == 5
+    np.testing.assert_array_equal(block.spectra[0, 0], ioc.get("MCA1:ArrayData"))
+    assert block.dtfactor[0, 2] == pytest.approx(ioc.get("C3:DTFactor_RBV"))
+    assert series is not None and series.frames_expected == 6
