@@ -128,13 +128,6 @@ def open_button(text: str, file: str, x: int, y: int, w: int, h: int = HEIGHT + 
     return el
 
 
-def group(name: str, x: int, y: int, w: int, h: int, children: Iterable[ET.Element]) -> ET.Element:
-    el = _widget("group", "2.0.0", name, x, y, w, h)
-    for child in children:
-        el.append(child)
-    return el
-
-
 @dataclass
 class Trace:
     y_pv: str
@@ -378,7 +371,7 @@ def main_screen(channels: int, simulated: bool) -> Display:
 
 def spectrum_screen() -> Display:
     """Spectrum of channel $(N) with its ROIs: a plot and the ROI table."""
-    d = Display("Xspress3 $(P) channel $(N)", 1240, 0, macros={"P": "XSP3:", "N": "1"})
+    d = Display("Xspress3 $(P) channel $(N)", 1280, 0, macros={"P": "XSP3:", "N": "1"})
     ch = CHANNEL_MACRO
     d.add(label("Xspress3  $(P)  channel $(N)", 10, 8, 600, 28, bold=True))
     traces = [Trace(_p(f"MCA{ch}:ArrayData"), "latest frame", 0, (0, 0, 255)),

@@ -409,7 +409,7 @@ class IocBase(Xsp3Group):
             first_bin=plan.first_bin, full_bins=plan.full_bins, ev_per_bin=10.0 * 4096 / plan.full_bins,
             exposure_s=float(det.acquire_time_rbv.value), trigger_mode=run.mode,
             frames_expected=plan.num_frames, dtc_applied=plan.dtc,
-            detector={"model": det.model.value, "driver": det.driver_version.value,
+            detector={"model": det.model.value, "driver_version": det.driver_version.value,
                       "simulated": bool(d.simulated), "library": d.library_path,
                       "frames_memory": d.frames_memory},
             scaler_names=["TIME", "RESET_TICKS", "RESET_COUNT", "ALL_EVENT", "ALL_GOOD",

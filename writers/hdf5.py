@@ -86,6 +86,7 @@ class HDF5Writer:
         self._result: Optional[WriteResult] = None
         self._stop = False
         self._last_status = 0.0
+        self._status_pending = False
         self._thread = threading.Thread(target=self._run, name="xspress3-hdf5-writer", daemon=True)
         self._thread.start()
 
@@ -106,7 +107,8 @@ class HDF5Writer:
             with self._cond:
                 self._state, self._path = ERROR, str(path)
                 self._last_error = self._message = str(exc)
-            self._notify(force=True)
+                self._status_pending = True
+                self._cond.notify_all()
             raise
         with self._cond:
             self._file = handle
@@ -118,7 +120,8 @@ class HDF5Writer:
             self._written = self._dropped = self._skipped = 0
             self._capture_done = False
             self._result = None
-        self._notify(force=True)
+            self._status_pending = True  # on_status runs in the writer thread only
+            self._cond.notify_all()
 
     def offer(self, block: wire.FrameBlock, timeout: float = 0.0) -> bool:
         """Queue a block. True: taken (queued, or counted because the writer is in error
@@ -246,7 +249,7 @@ class HDF5Writer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._queue and not self._stop:
+                if not self._queue and not self._stop and not self._status_pending:
                     # Wake up now and then while idle to keep the flush-per-interval promise.
                     self._cond.wait(min(max(self.flush_interval_s / 2, 0.05), 0.5))
                 if self._stop and not self._queue:
@@ -255,6 +258,9 @@ class HDF5Writer:
                 if isinstance(item, wire.FrameBlock):
                     self._queued_frames -= item.count
                 self._cond.notify_all()
+                status_pending, self._status_pending = self._status_pending, False
+            if status_pending:
+                self._notify(force=True)
             if item is None:
                 self._idle_flush()
             elif isinstance(item, _Close):

@@ -1,0 +1,23 @@
+"""Fixtures for the client tests: an IOC subprocess per test module."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from iochelp import IocProcess  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client_ioc(tmp_path_factory):
+    """A 4-channel simulated IOC for one module of client tests."""
+    proc = IocProcess(tmp_path_factory.mktemp("client-ioc"), channels=4, monitor=False,
+                      stream=False)
+    proc.start()
+    yield proc
+    rc = proc.stop()
+    assert rc == 0, proc.output()[-4000:]
+
