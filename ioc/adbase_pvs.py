@@ -106,14 +106,15 @@ def writable(name: str, value: Any, doc: str, *, strings: Optional[Sequence[str]
 
 
 def _add(ns: dict, items: dict) -> None:
+    """Add `items` to a group namespace; refuse to reuse an attribute or a PV name."""
+    taken = {p.pvspec.name for p in ns.values() if isinstance(p, pvproperty)}
     for attr, prop in items.items():
         if attr in ns:
-            raise ValueError(f"adbase_pvs: {attr} is already declared")
+            raise ValueError(f"adbase_pvs: attribute {attr} is already declared")
+        if prop.pvspec.name in taken:
+            raise ValueError(f"adbase_pvs: PV {prop.pvspec.name} is declared twice")
+        taken.add(prop.pvspec.name)
         ns[attr] = prop
-    names = {getattr(p, "pvspec", None) and p.pvspec.name for p in ns.values()
-             if isinstance(p, pvproperty)}
-    if len(names) != sum(isinstance(p, pvproperty) for p in ns.values()):
-        raise ValueError("adbase_pvs: a PV name is declared twice")
 
 
 # ---- det1: (ADBase / CamBase) ---------------------------------------------------------
@@ -128,8 +129,8 @@ def _camera_pvs() -> dict:
                                      "computed (always 0). See ArraySize0/1_RBV.", units="bytes")
     pvs[_attr("MaxSizeX_RBV")] = ro("MaxSizeX_RBV", 4096, "ADBase sensor width: the bins of "
                                     "a full spectrum.", units="bins")
-    pvs[_attr("MaxSizeY_RBV")] = ro("MaxSizeY_RBV", 0, "ADBase sensor height; not maintained "
-                                    "(always 0). MAX_NUM_CHANNELS_RBV holds the channels.")
+    pvs[_attr("MaxSizeY_RBV")] = ro("MaxSizeY_RBV", 0, "ADBase sensor height: the channels "
+                                    "of the system.", units="channels")
     pvs[_attr("NumExposuresCounter_RBV")] = ro("NumExposuresCounter_RBV", 0,
                                                "ADBase exposure counter; one exposure per "
                                                "frame, so always 0. See NumImagesCounter_RBV.")
@@ -178,11 +179,11 @@ def extend(ns: dict) -> None:
 def _plugin_pvs() -> dict:
     pvs: dict = {}
     ro = readonly
-    pvs[_attr("ADCoreVersion_RBV")] = ro("ADCoreVersion_RBV", "", "Empty here; "
-                                         "det1:ADCoreVersion_RBV holds it.",
+    pvs[_attr("ADCoreVersion_RBV")] = ro("ADCoreVersion_RBV", "", "areaDetector core "
+                                         "version this IOC mimics (as det1:).",
                                          dtype=ChannelType.STRING)
-    pvs[_attr("DriverVersion_RBV")] = ro("DriverVersion_RBV", "", "Empty here; "
-                                         "det1:DriverVersion_RBV holds it.",
+    pvs[_attr("DriverVersion_RBV")] = ro("DriverVersion_RBV", "", "xspress3-ioc "
+                                         "version (as det1:).",
                                          dtype=ChannelType.STRING)
     pvs[_attr("ArrayRate_RBV")] = ro("ArrayRate_RBV", 0.0, "Plugin frame rate; not computed "
                                      "(always 0). NumCaptured_RBV counts frames written.",

@@ -1,20 +1,35 @@
-"""The caproto asyncio server Context, with a work-around for a caproto fault.
+"""The caproto asyncio server Context, with work-arounds for two caproto faults.
 
-caproto 1.3 sends each value update to every subscriber by iterating the live
-deque of subscriptions and awaiting a send per subscriber. A client that
-unsubscribes during those awaits removes itself from that deque, and the loop
-dies with ``RuntimeError: deque mutated during iteration``, which takes the
-server's subscription task down with it. Clients that churn subscriptions on
-spectra updating at full rate trigger it. `SafeContext` iterates over a
-snapshot instead and skips subscriptions cancelled meanwhile; the rest of the
-server is caproto's own.
+1. caproto 1.3 sends each value update to every subscriber by iterating the
+   live deque of subscriptions and awaiting a send per subscriber. A client that
+   unsubscribes during those awaits removes itself from that deque, and the loop
+   dies with ``RuntimeError: deque mutated during iteration``, which takes the
+   server's subscription task down with it. `SafeContext` iterates over a
+   snapshot instead and skips subscriptions cancelled meanwhile.
+2. Each circuit keeps the last queued updates of every subscription id in
+   ``unexpired_updates`` and never forgets a cancelled one. Clients that
+   subscribe and unsubscribe over and over (each time with a new id) made the
+   IOC grow by one spectrum per subscription (measured: ~75 MB a minute with
+   four clients churning the waveform PVs). `SafeCircuit` drops those entries
+   when the subscriptions are cancelled.
+The rest of the server is caproto's own.
 """
 from __future__ import annotations
 
-from caproto.asyncio.server import Context
+from caproto.asyncio.server import Context, VirtualCircuit
+
+
+class SafeCircuit(VirtualCircuit):
+    async def _cull_subscriptions(self, db_entry, func):
+        removed = await super()._cull_subscriptions(db_entry, func)
+        for _sub_spec, sub in removed:
+            self.unexpired_updates.pop(sub.subscriptionid, None)
+        return removed
 
 
 class SafeContext(Context):
+    CircuitClass = SafeCircuit
+
     async def _subscription_queue_iteration(self, sub_specs, metadata, values, flags, sub):
         if sub is not None:
             return await super()._subscription_queue_iteration(sub_specs, metadata, values,

@@ -133,6 +133,7 @@ def _ns() -> dict:
                       doc="Maximum rate of spectrum, ROI and SCA PV updates during a run."))
     # ADBase PVs that clients write or read; accepted and documented as no-ops here.
     ns.update(setting("data_type", "DataType", "UInt32", enum_strings=enums.DATA_TYPES,
+                      rbv_record="mbbi",  # ophyd reads DataType_RBV.DISA
                       doc="Follows CTRL_DTC (UInt32, or Float64 when corrected); writes are no-ops."))
     ns.update(setting("color_mode", "ColorMode", "Mono", enum_strings=enums.COLOR_MODES,
                       doc="Always Mono (no-op)."))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from . import enums
+from . import adbase_pvs, enums
 from .pvtypes import PATH_LENGTH, Xsp3Group, enum_pv, setting, text_pv
 
 MAX_INT32 = 2**31 - 1
@@ -91,6 +91,7 @@ def _ns() -> dict:
                                    doc="Always Mono.")
     ns["port_name"] = pvproperty(name="PortName_RBV", value="HDF1", dtype=ChannelType.STRING,
                                  read_only=True, doc="Port name.")
+    adbase_pvs.extend_file(ns)
     return ns
 
 

@@ -104,6 +104,8 @@ class FileCapture:
             await self._error(str(ex))
             raise PutRejected(str(ex)) from ex
         self._path = path
+        # as areaDetector does: the number moves on once a file has been named with it
+        await self._increment_number()
         await hdf.file_path_exists.write("Yes")
         await hdf.full_file_name.write(path)
         await hdf.num_captured.write(0)
@@ -151,7 +153,6 @@ class FileCapture:
                 await self._error(f"{result.frames_dropped} frames not written to {self._path}")
             else:
                 await self.hdf.write_message.write(f"{message}: {self._path}"[:255])
-            await self._increment_number()
         await self._end_capture()
 
     async def _end_capture(self) -> None:

@@ -83,6 +83,7 @@ def create(options: IocOptions):
 
 async def serve(ioc, interfaces=None) -> None:
     ctx = SafeContext(ioc.pvdb, interfaces)
+    ioc.ca_context = ctx
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

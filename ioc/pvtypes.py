@@ -112,7 +112,7 @@ def _rbv_kwargs(kw: dict) -> dict:
 
 
 def setting(attr: str, name: str, value: Any, *, doc: str, dtype=None,
-            rbv_strings=None, persist: bool = True, **kw) -> dict:
+            rbv_strings=None, rbv_record=None, persist: bool = True, **kw) -> dict:
     """A setpoint PV and its `_RBV` twin.
 
     The setpoint's putter hands the value to ``group.apply_setting(attr, value)``;
@@ -132,8 +132,9 @@ def setting(attr: str, name: str, value: Any, *, doc: str, dtype=None,
     if dtype == ChannelType.ENUM or "enum_strings" in kw:
         strings = tuple(kw.pop("enum_strings"))
         sp = enum_pv(name, strings, value, doc=doc, put=_put, **kw)
+        extra = {"record": rbv_record} if rbv_record else {}
         rbv = enum_pv(name + "_RBV", rbv_strings or strings, value, read_only=True,
-                      doc=f"Readback of {name}: the value in force.")
+                      doc=f"Readback of {name}: the value in force.", **extra)
     elif dtype == ChannelType.CHAR:
         sp = text_pv(name, value, doc=doc, put=_put, **kw)
         rbv = text_pv(name + "_RBV", value, read_only=True, doc=f"Readback of {name}.",

@@ -60,6 +60,9 @@ TRIGGER_MODES = {
 }
 SOFTWARE_MODES = ("Software", "Software + Internal")
 
+# caproto circuits batch subscription updates for up to 10 ms (HIGH_LOAD_TIMEOUT)
+MONITOR_BATCH_S = 0.025
+
 # det1 settings that cannot change while a run is active
 FIXED_DURING_RUN = {"acquire_time", "num_images", "trigger_mode", "record_min_x", "record_size_x",
                     "circular_buffer", "ctrl_dtc", "invert_f0", "invert_veto", "debounce",
@@ -102,6 +105,7 @@ class IocBase(Xsp3Group):
         self.readout.consumers = [c for c in (self.stream, self.files) if c is not None]
         self.monitor = None
         self.settings = SettingsStore(options.settings_file, self)
+        self.ca_context = None          # the caproto server Context, set by main.serve
         self._started = time.time()
 
     # ---- helpers ---------------------------------------------------------------------
@@ -180,15 +184,27 @@ class IocBase(Xsp3Group):
             circular_ok = det.circular_buffer.value == "Yes"
             await det.max_frames_driver.write(2**31 - 1 if circular_ok else d.frames_memory)
         await det.max_spectra_rbv.write(self.bins)
+        # as the areaDetector Xspress3 database: DataType_RBV is disabled (ophyd reads .DISA)
+        await det.data_type_rbv.fields["DISA"].write(1)
+        await det.ad_maxsizex_rbv.write(self.bins)
+        await det.ad_maxsizey_rbv.write(d.num_channels if d is not None else len(self.channels))
+        await self.hdf.ad_adcoreversion_rbv.write(det.adcore_version.value)
+        await self.hdf.ad_driverversion_rbv.write(det.driver_version.value)
         channels = len(self.channels)
         if d is not None:
             channels = min(channels, d.num_channels)
         await det.num_channels.write(channels, verify_value=False)
         await det.num_channels_rbv.write(channels)
-        for attr, value in (("array_size_x", self.bins), ("array_size0", self.bins),
-                            ("array_size_y", channels), ("array_size1", channels)):
-            await getattr(det, attr).write(value)
         await self._sync_record_range()
+        await self._post_array_size(self._record_range()[1], channels)
+
+    async def _post_array_size(self, bins: int, channels: int) -> None:
+        """Shape of the arrays the IOC produces (ophyd's plugins check it before staging)."""
+        det, hdf = self.det, self.hdf
+        for pv, value in ((det.array_size_x, bins), (det.array_size0, bins),
+                          (det.array_size_y, channels), (det.array_size1, channels),
+                          (hdf.array_size0, bins), (hdf.array_size1, channels)):
+            await pv.write(value)
 
     async def shutdown_ioc(self) -> None:
         """Stops the hardware, the threads, the files and the sockets (SIGTERM / Ctrl-C)."""
@@ -312,10 +328,12 @@ class IocBase(Xsp3Group):
             await det.array_counter_rbv.write(0)
             await det.num_images_counter.write(0)
             await det.frame_count.write(0)
+            await det.frames_lost.write(0)
             await instance.write("Acquire", verify_value=False)
             await det.acquire_rbv.write("Acquiring")
             await self.status("Acquiring Data", State.ACQUIRE if starts else State.WAITING)
             self._start_time_series()
+            await self._post_array_size(plan.num_bins, plan.channels)
             run.series_id = new_series_id()
             start = self._series_start(run)
             if self.stream is not None:
@@ -394,13 +412,28 @@ class IocBase(Xsp3Group):
         self._stop_time_series()
         await self._post_time_series()
         await det.num_images_counter.write(end.frames_read)
+        await det.frames_lost.write(end.lost.get("detector overrun", 0))
         await self.status(message, state)
         run.ended = end
         self._run = None
         await det.acquire_rbv.write("Done")
         await det.acquire.write("Done", verify_value=False)
         log.info("run %d %s: %d frames (%s)", end.run_id, end.outcome, end.frames_read, message)
+        await self._flush_monitors()
         run.done.set()
+
+    async def _flush_monitors(self) -> None:
+        """Let the final updates of a run reach subscribers before the Acquire put
+        completes, as in an EPICS IOC: a client reading its monitored values right
+        after `caput -c` must see the end state, not the one before."""
+        ctx = self.ca_context
+        if ctx is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.5
+        while not ctx.subscription_queue.empty() and loop.time() < deadline:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(MONITOR_BATCH_S)
 
     def _series_start(self, run: ActiveRun) -> SeriesStart:
         plan, det, d = run.plan, self.det, self.driver

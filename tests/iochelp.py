@@ -185,6 +185,7 @@ class IocProcess:
             self._ctx = self.context()
         pv = self._pvs.get(suffix)
         if pv is None:
+            self._ca()   # caproto reads the address list from the environment when it searches
             pv, = self._ctx.get_pvs(self.pv(suffix), timeout=timeout)
             self._pvs[suffix] = pv
         pv.wait_for_connection(timeout=timeout)

@@ -4,7 +4,7 @@
  * Written for this project from the SDK facts in the project's reference notes.
  * The simulator (xsp3sim.c) includes this header so the compiler checks every
  * exported function against these prototypes; driver/_lib.py declares the same
- * prototypes for ctypes (tests/driver/test_abi.py cross-checks the two).
+ * prototypes for ctypes (tests/driver/test_abi_header.py cross-checks the two).
  *
  * Return values: int functions return >= 0 on success (a handle, a count or
  * XSP3_OK) and a negative XSP3_* code on failure; xsp3_get_error_message()

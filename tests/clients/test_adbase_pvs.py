@@ -5,27 +5,24 @@ import pytest
 from caproto.server import pvproperty
 from ophyd.areadetector import plugins as ad_plugins
 
-from test_client_ophyd import _ophyd_pv_suffixes
+from clienthelp import ophyd_pv_suffixes
 from xspress3.ioc import adbase_pvs, file_pvs
 
 
-def test_extend_file_completes_the_hdf1_names_of_ophyds_plugins():
-    ns = file_pvs._ns()
-    adbase_pvs.extend_file(ns)
+def test_the_hdf1_namespace_holds_every_name_of_ophyds_plugins():
+    ns = file_pvs._ns()  # extended by adbase_pvs.extend_file
     served = {"HDF1:" + p.pvspec.name for p in ns.values() if isinstance(p, pvproperty)}
     for plugin in (ad_plugins.HDF5Plugin, ad_plugins.HDF5Plugin_V34):
-        assert not sorted(_ophyd_pv_suffixes(plugin, "HDF1:") - served)
+        assert not sorted(ophyd_pv_suffixes(plugin, "HDF1:") - served)
 
 
 def test_a_compatibility_pv_never_shadows_a_real_one():
-    ns = file_pvs._ns()
-    ns["ad_zlevel"] = ns["file_path"]
     with pytest.raises(ValueError, match="ad_zlevel"):
-        adbase_pvs.extend_file(ns)
-    ns = file_pvs._ns()
-    ns["something"] = pvproperty(name="ZLevel", value=0, doc="a real ZLevel")
+        adbase_pvs.extend_file({"ad_zlevel": pvproperty(name="Other", value=0, doc="taken")})
     with pytest.raises(ValueError, match="declared twice"):
-        adbase_pvs.extend_file(ns)
+        adbase_pvs.extend_file({"zlevel": pvproperty(name="ZLevel", value=0, doc="a real one")})
+    with pytest.raises(ValueError, match="declared twice"):
+        adbase_pvs.extend({"frame_type": pvproperty(name="FrameType", value=0, doc="a real one")})
 
 
 def test_plain_no_ops_read_back_and_fixed_values_stay(client_ioc):

@@ -3,22 +3,17 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from ophyd import DynamicDeviceComponent
 from ophyd.areadetector import cam as ad_cam
 from ophyd.areadetector import plugins as ad_plugins
-from ophyd.signal import EpicsSignalBase
 
-from clienthelp import HERE, run_client
+import ophyd_count  # the client script (its constants)
+from clienthelp import ophyd_pv_suffixes, run_client
 from xspress3.ioc import docs
-
-sys.path.insert(0, str(HERE))
-import ophyd_count  # noqa: E402  (constants of the client script)
 
 ROIS = {1: (500, 300), 2: (800, 500)}  # ROI -> (MinX, SizeX), on channels 1 and 2
 ORIGINAL_FRAMES = 7
@@ -82,47 +77,20 @@ def test_count_documents_carry_roi_and_deadtime_values(client_ioc, tmp_path):
     assert client_ioc.get("det1:DetectorState_RBV") == "Idle"
 
 
-def _ophyd_pv_suffixes(device_cls, prefix: str) -> set:
-    """Every PV suffix the signals of an ophyd device class name (setpoints and readbacks)."""
-    out = set()
-    for cpt in device_cls._sig_attrs.values():
-        if isinstance(cpt, DynamicDeviceComponent):
-            items = [(cls, suffix, kw) for cls, suffix, kw in cpt.defn.values()]
-        elif getattr(cpt.cls, "_sig_attrs", None):
-            out |= _ophyd_pv_suffixes(cpt.cls, prefix + (cpt.suffix or ""))
-            continue
-        else:
-            items = [(cpt.cls, cpt.suffix, cpt.kwargs)]
-        for cls, suffix, kw in items:
-            if suffix is None or not (isinstance(cls, type) and issubclass(cls, EpicsSignalBase)):
-                continue
-            out.add(prefix + suffix)
-            if cls.__name__.endswith("SignalWithRBV"):
-                out.add(prefix + suffix + "_RBV")
-            if "write_pv" in kw:
-                out.add(prefix + kw["write_pv"])
-    return out
-
-
 def test_the_ioc_serves_every_pv_of_ophyds_xspress3_camera():
     served = set(docs.build_group(1, prefix="").pvdb)
-    names = _ophyd_pv_suffixes(ad_cam.Xspress3DetectorCam, "det1:")
-    fields = {n for n in names if "." in n}  # record fields: see the .DISA test below
+    names = ophyd_pv_suffixes(ad_cam.Xspress3DetectorCam, "det1:")
+    fields = {n for n in names if "." in n}  # record fields (DataType_RBV.DISA): see the HDF5 test
     assert not sorted(names - fields - served)
 
 
-@pytest.mark.xfail(strict=True, reason="file_pvs._ns() does not yet call adbase_pvs.extend_file(ns)")
 @pytest.mark.parametrize("plugin", ["HDF5Plugin", "HDF5Plugin_V34"])
 def test_the_ioc_serves_every_pv_of_ophyds_hdf5_plugin(plugin):
     served = set(docs.build_group(1, prefix="").pvdb)
-    names = _ophyd_pv_suffixes(getattr(ad_plugins, plugin), "HDF1:")
+    names = ophyd_pv_suffixes(getattr(ad_plugins, plugin), "HDF1:")
     assert not sorted(names - served)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "IOC gaps: HDF1:ArraySize0/1_RBV stay 0 (ophyd HDF5Plugin.stage raises UnprimedPlugin); "
-    "det1:DataType_RBV has no .DISA field (DetectorBase.make_data_key reads it); FileNumber "
-    "increments at file close, not when Capture=1 names the file (resource path ends _-000001.h5)"))
 def test_hdf5_plugin_resource_names_the_file_written(client_ioc, tmp_path):
     configure(client_ioc)
     out_dir = tmp_path / "data"

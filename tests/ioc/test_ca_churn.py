@@ -58,6 +58,8 @@ def test_subscription_churn_during_full_rate_run(fresh_ioc):
         ioc.put("det1:Acquire", 1, wait=True, timeout=120)
         run_ok.append(True)
 
+    import psutil
+    rss_before = psutil.Process(ioc.proc.pid).memory_info().rss
     runner = threading.Thread(target=acquire, daemon=True)
     runner.start()
     runner.join(150)
@@ -67,6 +69,9 @@ def test_subscription_churn_during_full_rate_run(fresh_ioc):
     for f in frozen:
         f.close()
     assert run_ok, "the run did not complete"
+    rss_after = psutil.Process(ioc.proc.pid).memory_info().rss
+    # frozen clients hold at most a few queued spectra each: memory stays bounded
+    assert rss_after - rss_before < 200 * 2**20, (rss_before, rss_after)
     assert not errors, errors
     assert counts, "no subscriber ever received an update"
     assert ioc.get("det1:ArrayCounter_RBV") == 40000

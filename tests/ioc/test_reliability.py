@@ -164,3 +164,48 @@ def test_sigterm_mid_acquisition_closes_everything_and_exits_0(tmp_path):
         frames = f["/entry/instrument/detector/data"].shape[0]
         assert frames > 50
         assert bool(f["/entry/instrument/detector/complete"][()]) is True
+
+
+def test_overrun_is_flagged_never_silent(tmp_path):
+    """A readout that cannot keep up with a tiny circular memory: Error, counted loss."""
+    with IocProcess(tmp_path, frames_memory=16, monitor=False) as ioc:
+        ioc.put("det1:NumImages", 200000)
+        ioc.put("det1:AcquireTime", 0.00002)
+        try:
+            ioc.put("det1:Acquire", 1, wait=True, timeout=60)
+        except Exception as ex:   # the put callback reports the failure
+            assert "PutFailed" in type(ex).__name__
+        state = ioc.get("det1:DetectorState_RBV")
+        if state == "Idle":
+            assert ioc.get("det1:ArrayCounter_RBV") == 200000   # it kept up after all
+            return
+        assert state == "Error"
+        assert "overrun" in ioc.get("det1:StatusMessage_RBV")
+        lost = ioc.get("det1:FramesLost_RBV")
+        assert lost > 0 and lost + ioc.get("det1:ArrayCounter_RBV") == 200000
+
+
+def test_monitor_clients_that_never_read(ioc):
+    """REQ sockets that ask and never take the answer must not slow or stop anything."""
+    import zmq
+    from xspress3.writers.monitor import MonitorClient
+    ctx = zmq.Context.instance()
+    lazy = []
+    for _ in range(5):
+        sock = ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(ioc.monitor_endpoint)
+        sock.send(b"latest")
+        lazy.append(sock)
+    ioc.put("det1:NumImages", 2000)
+    ioc.put("det1:AcquireTime", 0.0005)
+    ioc.put("det1:Acquire", 1, wait=True, timeout=60)
+    assert ioc.get("det1:ArrayCounter_RBV") == 2000
+    client = MonitorClient(ioc.monitor_endpoint, timeout_s=5)
+    try:
+        block = client.latest()
+    finally:
+        client.close()
+        for sock in lazy:
+            sock.close(0)
+    assert block is not None and block.first_frame == 1999

@@ -1,0 +1,449 @@
+"""End-to-end benchmark of the IOC's data path against baselines measured in the same run.
+
+Why: speed is the reason to switch to this IOC, so the figures are measured the
+way a sceptical user would: our path and the simple ways side by side, on the
+same frames, on the same machine, as ratios against fixed targets.
+
+    python benchmarks/bench.py [--frames N] [--write-frames N] [--json out.json] [--quick]
+
+Phases (each in separate processes, as deployed):
+  1. baselines: one pickled dict per frame over zmq (the seed's way) and raw
+     zmq with 64 frames per multipart message (the ceiling, no processing);
+  2. ours: IOC on the simulator at its highest frame rate -> readout -> zmq ->
+     `xspress3-receive --decode-only`; meanwhile a separate CA client measures
+     caget latency, another counts MCA1:ArrayData monitor updates, and the RSS
+     of the IOC and the receiver is sampled;
+  3. writing: `ndarray.tofile` of the same bytes, then the receiver writing
+     HDF5 uncompressed and with bitshuffle-LZ4, then the built-in HDF1 writer
+     the same two ways, all into the same directory.
+The simulator's frame memory is made as large as the run (it holds metadata
+only), so the detector never limits the rate: the figures are the pipeline's.
+Files are not fsync'ed by any path; the page cache is synced between phases
+(untimed) so each starts from the same state.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (FRAME_BYTES, CpuWatch, Receiver, RssSampler, dump, machine,  # noqa: E402
+                     percentile, start_ioc)
+
+HERE = Path(__file__).resolve().parent
+POOL_FRAMES = 1024           # distinct frames; every path cycles through the same ones
+MIN_EXPOSURE_S = 1e-5        # AcquireTime's lower limit: the simulator's highest frame rate
+LONG_RUN = 200_000           # frames needed for the flat-memory figure
+
+TARGETS = {
+    "stream_vs_pickle": 2.0,       # ours >= 2x the seed-style pickle baseline
+    "stream_vs_ceiling": 0.6,      # ours >= 60 % of raw batched zmq
+    "hdf5_vs_tofile": 0.8,         # uncompressed HDF5 >= 80 % of tofile
+    "bslz4_vs_tofile": 1.0,        # bitshuffle-LZ4 faster than tofile
+    "caget_p99_ms": 20.0,
+    "monitor_vs_update_rate": 0.8,  # monitor clients see >= 80 % of the configured rate
+    "rss_growth_pct": 5.0,
+}
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---- frames ----------------------------------------------------------------------------
+def make_pool(path: Path, exposure: float) -> dict:
+    """POOL_FRAMES frames from the simulator at the benchmark's exposure, saved for the baselines."""
+    from xspress3.driver import FrameSource, ItfgTrigMode, Xspress3, compute
+    with Xspress3(frames_memory=POOL_FRAMES) as dev:
+        dev.clear(0, POOL_FRAMES)
+        dev.set_run_flags(False)
+        dev.set_timing(FrameSource.INTERNAL)
+        dev.setup_itfg(POOL_FRAMES, exposure, ItfgTrigMode.BURST)
+        dev.start()
+        deadline = time.monotonic() + 30
+        while dev.progress().frames < POOL_FRAMES:
+            if time.monotonic() > deadline:
+                raise RuntimeError("simulator did not complete the pool frames")
+            time.sleep(0.01)
+        spectra = np.empty((POOL_FRAMES, 4, 4096), np.uint32)
+        scalers = np.empty((POOL_FRAMES, 4, 9), np.uint32)
+        dev.read_spectra(spectra, 0)
+        dev.read_scalers(scalers, 0)
+    dtfactor, dtpercent = compute(scalers, np.full(4, 6.0))
+    np.savez(path, spectra=spectra, scalers=scalers, dtfactor=dtfactor, dtpercent=dtpercent)
+    return {"spectra": spectra}
+
+
+# ---- phase 1: baselines ------------------------------------------------------------------
+def baseline(mode: str, pool: Path, frames: int, timeout: float) -> dict:
+    from iochelp import free_port
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    script = str(HERE / "baseline_zmq.py")
+    with CpuWatch() as cpu:
+        sender = subprocess.Popen([sys.executable, script, "send", "--mode", mode, "--endpoint", endpoint,
+                                   "--pool", str(pool), "--frames", str(frames)])
+        receiver = subprocess.Popen([sys.executable, script, "recv", "--mode", mode, "--endpoint", endpoint],
+                                    stdout=subprocess.PIPE, text=True)
+        try:
+            if sender.wait(timeout=timeout) != 0:
+                raise RuntimeError(f"baseline sender ({mode}) failed with {sender.returncode}")
+            out, _ = receiver.communicate(timeout=30)
+        finally:
+            for proc in (sender, receiver):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    result = json.loads(out.strip().splitlines()[-1])
+    rate = result["frames"] / result["seconds"]
+    return {"frames": result["frames"], "lost": result["expected"] - result["frames"],
+            "seconds": result["seconds"], "frames_per_s": rate, "gb_per_s": rate * FRAME_BYTES / 1e9,
+            "cpu": cpu.result}
+
+
+# ---- phase 2: ours, streaming --------------------------------------------------------------
+class Probe:
+    """ca_probe.py in its own process (see there)."""
+
+    def __init__(self, ioc, mode: str, pv: str):
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "ca_probe.py"), mode, ioc.pv(pv)],
+                                     env=ioc.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ready(self, timeout: float = 20.0) -> None:
+        line = _readline(self.proc, timeout)
+        if line.strip() != "ready":
+            raise RuntimeError(f"CA probe did not connect: {line!r}")
+
+    def finish(self, timeout: float = 30.0) -> dict:
+        out, _ = self.proc.communicate("stop\n", timeout=timeout)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def _readline(proc: subprocess.Popen, timeout: float) -> str:
+    box: list = []
+    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not box:
+        raise TimeoutError("no answer from subprocess")
+    return box[0]
+
+
+def configure_run(ioc, frames: int, exposure: float) -> None:
+    ioc.put("det1:TriggerMode", "Internal")
+    ioc.put("det1:AcquireTime", exposure)
+    ioc.put("det1:NumImages", frames)
+
+
+def acquire(ioc, frames: int) -> tuple:
+    """Acquire=1 with callback; returns (start, end) in time.monotonic()."""
+    t0 = time.monotonic()
+    ioc.put("det1:Acquire", 1, wait=True, timeout=60 + frames / 1000)
+    return t0, time.monotonic()
+
+
+def stream_stats(ioc) -> dict:
+    return {"state": ioc.get("det1:DetectorState_RBV"), "status": ioc.get("det1:StatusMessage_RBV"),
+            "array_counter": ioc.get("det1:ArrayCounter_RBV"),
+            "stream_sent": ioc.get("det1:StreamFramesSent_RBV"),
+            "stream_lost": ioc.get("det1:StreamFramesLost_RBV"),
+            "stream_lost_reason": ioc.get("det1:StreamLostReason_RBV")}
+
+
+def ours_stream(ioc, frames: int, exposure: float) -> dict:
+    configure_run(ioc, frames, exposure)
+    update_rate = float(ioc.get("det1:UpdateRate_RBV"))
+    receiver = Receiver(ioc.stream_endpoint, max_series=1)
+    try:
+        receiver.wait_connected(ioc)
+        probes = {"get": Probe(ioc, "get", "det1:ArrayCounter_RBV"),
+                  "monitor": Probe(ioc, "monitor", "MCA1:ArrayData")}
+        for probe in probes.values():
+            probe.ready()
+        time.sleep(0.5)   # the monitor's first (connection) update is not part of the run
+        with RssSampler({"ioc": ioc.proc.pid, "receiver": receiver.pid}) as rss, CpuWatch() as cpu:
+            t0, t1 = acquire(ioc, frames)
+            summary = receiver.wait_summaries(1, timeout=60)[0]
+            rss.samples.append(rss.sample())
+        probe_data = {name: probe.finish() for name, probe in probes.items()}
+    finally:
+        receiver.stop()
+    stats = stream_stats(ioc)
+    lost = max(stats["stream_lost"], frames - summary.frames, summary.sender_lost + summary.missing)
+    lat = [dt for ts, dt in probe_data["get"]["samples"] if t0 <= ts <= t1]
+    arrivals = [t for t in probe_data["monitor"]["arrivals"] if t0 <= t <= t1]
+    gaps = np.diff([t0] + arrivals + [t1]) if arrivals else np.array([t1 - t0])
+    duration = t1 - t0
+    return {
+        "frames": summary.frames, "lost": lost, "complete": summary.complete, "receiver_line": summary.line,
+        "frames_per_s": summary.rate, "gb_per_s": summary.rate * FRAME_BYTES / 1e9,
+        "wall_s": summary.seen_at - t0, "frames_per_s_wall": frames / (summary.seen_at - t0),
+        "acquire_s": duration, "ioc": stats, "cpu": cpu.result,
+        "caget": {"pv": "det1:ArrayCounter_RBV", "count": len(lat), "failures": probe_data["get"]["failures"],
+                  "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)),
+                  "max_ms": _ms(max(lat) if lat else None)},
+        "monitor": {"pv": "MCA1:ArrayData", "updates": len(arrivals), "seconds": duration,
+                    "rate_hz": len(arrivals) / duration, "update_rate_setting_hz": update_rate,
+                    "longest_gap_s": float(gaps.max())},
+        "rss": {"ioc": rss.growth("ioc", t0, summary.seen_at),
+                "receiver": rss.growth("receiver", t0, summary.seen_at)},
+    }
+
+
+def _ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else seconds * 1e3
+
+
+# ---- phase 3: writing ---------------------------------------------------------------------
+def block_frames() -> int:
+    """The readout's block size for full 4 x 4096 frames (the blocks every writer gets)."""
+    from xspress3.ioc.readout import MAX_BLOCK_BYTES, MAX_BLOCK_FRAMES
+    return max(1, min(MAX_BLOCK_FRAMES, MAX_BLOCK_BYTES // FRAME_BYTES))
+
+
+def settle() -> None:
+    """Write back dirty pages so that the next phase does not pay for this one."""
+    os.sync()
+
+
+def raw_tofile(directory: Path, spectra: np.ndarray, frames: int) -> dict:
+    path = directory / "raw_tofile.bin"
+    block = block_frames()
+    settle()
+    with CpuWatch() as cpu:
+        t0 = time.monotonic()
+        with open(path, "wb") as fh:
+            written = 0
+            while written < frames:
+                n = min(block, frames - written)
+                k = written % spectra.shape[0]
+                n = min(n, spectra.shape[0] - k)
+                spectra[k:k + n].tofile(fh)
+                written += n
+        seconds = time.monotonic() - t0
+    size = path.stat().st_size
+    path.unlink()
+    rate = frames / seconds
+    return {"frames": frames, "seconds": seconds, "frames_per_s": rate, "gb_per_s": rate * FRAME_BYTES / 1e9,
+            "file_mb": size / 1e6, "block_frames": block, "cpu": cpu.result}
+
+
+def receiver_write(ioc, directory: Path, frames: int, exposure: float, compression: str) -> dict:
+    out = directory / f"receiver-{compression}"
+    out.mkdir()
+    configure_run(ioc, frames, exposure)
+    settle()
+    receiver = Receiver(ioc.stream_endpoint, output=out, compression=compression, max_series=1)
+    try:
+        receiver.wait_connected(ioc)
+        with CpuWatch() as cpu:
+            t0, _ = acquire(ioc, frames)
+            summary = receiver.wait_summaries(1, timeout=120 + frames / 500)[0]
+    finally:
+        receiver.stop()
+    stats = stream_stats(ioc)
+    files = list(out.glob("*.h5"))
+    size = sum(f.stat().st_size for f in files)
+    shutil.rmtree(out)
+    lost = max(stats["stream_lost"], frames - summary.frames, summary.sender_lost + summary.missing)
+    return {"frames": summary.frames, "lost": lost, "complete": summary.complete,
+            "frames_per_s": summary.rate, "gb_per_s": summary.rate * FRAME_BYTES / 1e9,
+            "wall_s": summary.seen_at - t0, "frames_per_s_wall": frames / (summary.seen_at - t0),
+            "file_mb": size / 1e6, "receiver_line": summary.line, "ioc": stats, "cpu": cpu.result}
+
+
+def builtin_write(ioc, directory: Path, frames: int, exposure: float, compression: str) -> dict:
+    out = directory / f"builtin-{compression}"
+    out.mkdir()
+    configure_run(ioc, frames, exposure)
+    ioc.put("HDF1:FilePath", str(out))
+    ioc.put("HDF1:FileName", "bench")
+    ioc.put("HDF1:Compression", compression)
+    ioc.put("HDF1:NumCapture", frames)
+    settle()
+    done: dict = {}
+
+    def capture() -> None:
+        try:
+            ioc.put("HDF1:Capture", 1, wait=True, timeout=120 + frames / 500)
+        finally:
+            done["t"] = time.monotonic()
+
+    capturer = threading.Thread(target=capture, daemon=True)
+    capturer.start()
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=20)
+    with CpuWatch() as cpu:
+        t0, _ = acquire(ioc, frames)
+        capturer.join(120 + frames / 500)
+    if "t" not in done:
+        raise TimeoutError("HDF1 capture did not finish")
+    written = ioc.get("HDF1:NumCaptured_RBV")
+    status = ioc.get("HDF1:WriteStatus")
+    message = ioc.get("HDF1:WriteMessage")
+    size = sum(f.stat().st_size for f in out.glob("*.h5"))
+    shutil.rmtree(out)
+    seconds = done["t"] - t0
+    rate = written / seconds
+    return {"frames": written, "lost": frames - written, "complete": status == "Write OK",
+            "seconds": seconds, "frames_per_s": rate, "gb_per_s": rate * FRAME_BYTES / 1e9,
+            "file_mb": size / 1e6, "write_status": status, "write_message": message, "cpu": cpu.result}
+
+
+# ---- report ----------------------------------------------------------------------------------
+def evaluate(r: dict) -> list:
+    """(target text, measured text, pass) for each target of the issue."""
+    t = TARGETS
+    s, pk, ceil = r["stream"], r["baseline_pickle"], r["baseline_batched"]
+    checks = [
+        ("stream >= 2x seed-style pickle", f"{s['frames_per_s'] / pk['frames_per_s']:.2f}x",
+         s["frames_per_s"] >= t["stream_vs_pickle"] * pk["frames_per_s"]),
+        ("stream >= 60% of raw batched zmq", f"{s['frames_per_s'] / ceil['frames_per_s']:.0%}",
+         s["frames_per_s"] >= t["stream_vs_ceiling"] * ceil["frames_per_s"]),
+        ("stream loses no frame", f"{s['lost']} lost", s["lost"] == 0 and s["complete"]),
+    ]
+    raw = r["raw_tofile"]["frames_per_s"]
+    for key, label in (("receiver_None", "receiver HDF5"), ("builtin_None", "built-in HDF5")):
+        w = r[key]
+        checks.append((f"{label} uncompressed >= 80% of tofile", f"{w['frames_per_s'] / raw:.0%}",
+                       w["frames_per_s"] >= t["hdf5_vs_tofile"] * raw and w["lost"] == 0 and w["complete"]))
+    for key, label in (("receiver_BSLZ4", "receiver HDF5"), ("builtin_BSLZ4", "built-in HDF5")):
+        w = r[key]
+        checks.append((f"{label} BSLZ4 faster than tofile", f"{w['frames_per_s'] / raw:.0%}",
+                       w["frames_per_s"] > t["bslz4_vs_tofile"] * raw and w["lost"] == 0 and w["complete"]))
+    p99 = s["caget"]["p99_ms"]
+    checks.append(("caget p99 <= 20 ms while streaming", "no samples" if p99 is None else f"{p99:.1f} ms",
+                   p99 is not None and p99 <= t["caget_p99_ms"] and s["caget"]["failures"] == 0))
+    m = s["monitor"]
+    checks.append((f"MCA1:ArrayData monitor >= 80% of UpdateRate ({m['update_rate_setting_hz']:g} Hz)",
+                   f"{m['rate_hz']:.1f} Hz (longest gap {m['longest_gap_s']:.2f} s)",
+                   m["rate_hz"] >= t["monitor_vs_update_rate"] * m["update_rate_setting_hz"]))
+    for who in ("ioc", "receiver"):
+        g = s["rss"][who].get("growth_pct")
+        note = "" if s["frames"] >= LONG_RUN else f" (run of {s['frames']} < {LONG_RUN} frames)"
+        checks.append((f"{who} RSS growth < 5% (10%..100% of the run)",
+                       ("no samples" if g is None else f"{g:+.1f}%") + note,
+                       g is not None and g < t["rss_growth_pct"]))
+    return checks
+
+
+def table(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}",
+        f"software: Python {m['python']}, numpy {m['numpy']}, pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), "
+        f"h5py {m['h5py']} (HDF5 {m['hdf5']}), hdf5plugin {m['hdf5plugin']}, caproto {m['caproto']}",
+        f"frames: 4 channels x 4096 bins uint32 (64 KiB); stream runs {r['config']['frames']} frames, "
+        f"writing runs {r['config']['write_frames']} frames to {m['output_dir']} ({m['output_fs']}); "
+        f"AcquireTime {r['config']['exposure_s']:g} s; block {r['config']['block_frames']} frames",
+        "",
+        f"{'path':44s} {'frames/s':>10s} {'GB/s':>6s} {'lost':>6s} {'ratio':>16s} {'others':>7s}",
+    ]
+    pk, ceil, raw = (r[k]["frames_per_s"] for k in ("baseline_pickle", "baseline_batched", "raw_tofile"))
+    rows = [
+        ("seed-style pickle per frame, zmq", "baseline_pickle", "baseline"),
+        ("raw zmq, 64 frames/message (ceiling)", "baseline_batched", "ceiling"),
+        ("ours: IOC -> zmq -> receive --decode-only", "stream",
+         f"{r['stream']['frames_per_s'] / pk:.2f}x pk {r['stream']['frames_per_s'] / ceil:.0%} raw"),
+        ("ndarray.tofile (same bytes, same dir)", "raw_tofile", "disk baseline"),
+        ("ours: receiver HDF5 uncompressed", "receiver_None", None),
+        ("ours: receiver HDF5 BSLZ4", "receiver_BSLZ4", None),
+        ("ours: built-in HDF1 uncompressed", "builtin_None", None),
+        ("ours: built-in HDF1 BSLZ4", "builtin_BSLZ4", None),
+    ]
+    for label, key, ratio in rows:
+        x = r[key]
+        if ratio is None:
+            ratio = f"{x['frames_per_s'] / raw:.0%} of tofile"
+        others = x.get("cpu", {}).get("others_cores")
+        lines.append(f"{label:44s} {x['frames_per_s']:10,.0f} {x['gb_per_s']:6.2f} {x.get('lost', 0):6d} "
+                     f"{ratio:>16s} {'' if others is None else f'{others:.2f}':>7s}")
+    s = r["stream"]
+    lines += [
+        "",
+        f"during the stream run: caget {s['caget']['pv']} p50 {_fmt(s['caget']['p50_ms'])} ms, "
+        f"p99 {_fmt(s['caget']['p99_ms'])} ms, max {_fmt(s['caget']['max_ms'])} ms ({s['caget']['count']} reads); "
+        f"{s['monitor']['pv']} monitor {s['monitor']['rate_hz']:.1f} Hz "
+        f"(UpdateRate {s['monitor']['update_rate_setting_hz']:g} Hz)",
+        "RSS: " + "; ".join(
+            f"{who} {v.get('rss_10pct_mb', 0):.0f} MB at 10% -> {v.get('rss_end_mb', 0):.0f} MB at end "
+            f"(peak {v.get('rss_peak_mb', 0):.0f} MB, {v.get('growth_pct', float('nan')):+.1f}%)"
+            for who, v in s["rss"].items()),
+        "'others': CPU cores used by other programs during the phase (noise; 0 on a quiet machine)",
+        "",
+        f"{'target':62s} {'measured':34s} result",
+    ]
+    for text, measured, ok in r["targets"]:
+        lines.append(f"{text:62s} {measured:34s} {'pass' if ok else 'MISS'}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, help=f"frames per stream run (default {LONG_RUN}; --quick 50000)")
+    p.add_argument("--write-frames", type=int, help="frames per writing run (default 32768; --quick 8192)")
+    p.add_argument("--exposure", type=float, default=MIN_EXPOSURE_S,
+                   help="AcquireTime in s (default %(default)g, the simulator's highest frame rate)")
+    p.add_argument("--dir", type=Path, help="directory for the written files (default: a new temp dir)")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
+    args = p.parse_args(argv)
+    frames = args.frames or (50_000 if args.quick else LONG_RUN)
+    write_frames = args.write_frames or (8192 if args.quick else 32768)
+    work = Path(tempfile.mkdtemp(prefix="xspress3-bench-", dir=args.dir))
+    results: dict = {"machine": machine(work),
+                     "config": {"frames": frames, "write_frames": write_frames, "exposure_s": args.exposure,
+                                "block_frames": block_frames(), "quick": args.quick},
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    t_start = time.monotonic()
+    ioc = None
+    try:
+        log(f"frames from the simulator ({POOL_FRAMES} distinct, AcquireTime {args.exposure:g} s)")
+        pool_path = work / "pool.npz"
+        spectra = make_pool(pool_path, args.exposure)["spectra"]
+        for mode in ("pickle", "batched"):
+            log(f"baseline {mode}: {frames} frames")
+            results[f"baseline_{mode}"] = baseline(mode, pool_path, frames, timeout=120 + frames / 1000)
+        log("IOC starting")
+        ioc = start_ioc(work, frames_memory=max(frames, write_frames, 16384))
+        log(f"ours, streaming: {frames} frames")
+        results["stream"] = ours_stream(ioc, frames, args.exposure)
+        log(f"tofile: {write_frames} frames")
+        results["raw_tofile"] = raw_tofile(work, spectra, write_frames)
+        for compression in ("None", "BSLZ4"):
+            log(f"receiver writing HDF5 ({compression}): {write_frames} frames")
+            results[f"receiver_{compression}"] = receiver_write(ioc, work, write_frames, args.exposure,
+                                                                compression)
+        for compression in ("None", "BSLZ4"):
+            log(f"built-in writer ({compression}): {write_frames} frames")
+            results[f"builtin_{compression}"] = builtin_write(ioc, work, write_frames, args.exposure,
+                                                              compression)
+    finally:
+        if ioc is not None:
+            ioc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    results["elapsed_s"] = time.monotonic() - t_start
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["targets"] = evaluate(results)
+    print(table(results))
+    print(f"\n(benchmark took {results['elapsed_s']:.0f} s)")
+    dump(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

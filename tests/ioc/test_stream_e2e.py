@@ -1,0 +1,161 @@
+"""End to end: IOC (simulator, fixed seed) -> zmq stream -> xspress3-receive -> HDF5.
+
+The files are read back and compared value by value with the frames the
+driver read (carried by a second, in-test receiver where needed, or with the
+IOC's own built-in writer file of the same run).
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from xspress3.writers import layout
+
+
+def start_receiver(ioc, out, *extra):
+    proc = subprocess.Popen([sys.executable, "-m", "xspress3.writers.receive", "--connect",
+                             ioc.stream_endpoint, "--output", str(out), "--quiet", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ioc.wait_for("det1:StreamReceivers_RBV", lambda v: v >= 1, timeout=20)
+    return proc
+
+
+def capture_and_run(ioc, directory, name, frames, exposure=0.001):
+    """One run written by the built-in writer too; returns its file path."""
+    ioc.put("det1:NumImages", frames)
+    ioc.put("det1:AcquireTime", exposure)
+    ioc.put("HDF1:FilePath", str(directory))
+    ioc.put("HDF1:FileName", name)
+    ioc.put("HDF1:Capture", 1, wait=False)
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=10)
+    path = ioc.get("HDF1:FullFileName_RBV")
+    ioc.put("det1:Acquire", 1, wait=True, timeout=60)
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
+    return path
+
+
+def wait_files(directory, count, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = sorted(directory.glob("*.h5"))
+        if len(files) >= count:
+            return files
+        time.sleep(0.1)
+    raise TimeoutError(f"{count} files not written in {directory}")
+
+
+def test_receiver_file_equals_the_built_in_writer_file(fresh_ioc, tmp_path):
+    ioc = fresh_ioc
+    ioc.put("SIM:Seed", 1234)
+    received = tmp_path / "received"
+    received.mkdir()
+    proc = start_receiver(ioc, received, "--max-series", "1")
+    builtin = capture_and_run(ioc, tmp_path, "builtin", 300)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    (rfile,) = wait_files(received, 1)
+    a = layout.read_frames(rfile)
+    b = layout.read_frames(builtin)
+    assert a.spectra.shape == (300, 4, 4096)
+    np.testing.assert_array_equal(a.spectra, b.spectra)
+    np.testing.assert_array_equal(a.scalers, b.scalers)
+    np.testing.assert_array_equal(a.dtfactor, b.dtfactor)
+    np.testing.assert_array_equal(a.dtpercent, b.dtpercent)
+    assert a.spectra.sum() > 0
+    # ALL_GOOD of every frame and channel is the histogram total of that spectrum
+    np.testing.assert_array_equal(a.scalers[:, :, 4], a.spectra.sum(axis=2))
+    with h5py.File(rfile, "r") as f:
+        assert bool(f["/entry/instrument/detector/complete"][()])
+    assert ioc.get("det1:StreamFramesSent_RBV") == 300
+    assert ioc.get("det1:StreamFramesLost_RBV") == 0
+
+
+def test_partial_spectrum_run_writes_only_the_chosen_bins(fresh_ioc, tmp_path):
+    ioc = fresh_ioc
+    ioc.put("det1:RecordMinX", 600)
+    ioc.put("det1:RecordSizeX", 256)
+    received = tmp_path / "received"
+    received.mkdir()
+    proc = start_receiver(ioc, received, "--max-series", "1")
+    builtin = capture_and_run(ioc, tmp_path, "partial", 20)
+    proc.communicate(timeout=30)
+    (rfile,) = wait_files(received, 1)
+    for path in (rfile, builtin):
+        contents = layout.read_frames(path)
+        assert contents.spectra.shape == (20, 4, 256)
+        np.testing.assert_allclose(contents.energy, (600 + np.arange(256)) * 10.0)
+    spectrum = ioc.get("MCA1:ArrayData")
+    np.testing.assert_array_equal(spectrum[600:856], layout.read_frames(rfile).spectra[-1, 0])
+    assert spectrum[:600].sum() == 0 and spectrum[856:].sum() == 0
+
+
+def test_receiver_killed_mid_run_and_restarted(fresh_ioc, tmp_path):
+    ioc = fresh_ioc
+    out1, out2 = tmp_path / "one", tmp_path / "two"
+    out1.mkdir()
+    out2.mkdir()
+    first = start_receiver(ioc, out1)
+    ioc.put("det1:NumImages", 4000)
+    ioc.put("det1:AcquireTime", 0.001)
+    ioc.put("det1:Acquire", 1, wait=False)
+    ioc.wait_for("det1:ArrayCounter_RBV", lambda v: v > 300, timeout=20)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    time.sleep(0.3)
+    second = start_receiver(ioc, out2, "--max-series", "2")
+    ioc.wait_for("det1:Acquire_RBV", lambda v: v == "Done", timeout=60)
+    assert ioc.get("det1:DetectorState_RBV") == "Idle"
+    assert ioc.get("det1:ArrayCounter_RBV") == 4000          # the IOC was not affected
+    sent = ioc.get("det1:StreamFramesSent_RBV")
+    lost = ioc.get("det1:StreamFramesLost_RBV")
+    assert sent + lost == 4000
+    if lost:
+        assert "no receiver" in ioc.get("det1:StreamLostReason_RBV")
+    # the restarted receiver picked the series up mid-way and wrote what it got
+    ioc.put("det1:NumImages", 10)
+    ioc.put("det1:Acquire", 1, wait=True, timeout=30)
+    output, _ = second.communicate(timeout=30)
+    assert second.returncode == 0, output
+    files = sorted(out2.glob("*.h5"))
+    assert len(files) == 2
+    first_series, second_series = (layout.read_frames(f) for f in files)
+    assert second_series.count == 10
+    np.testing.assert_array_equal(second_series.frame_numbers, np.arange(10))
+    # mid-series pick-up: frame numbers say exactly which frames this file holds
+    numbers = first_series.frame_numbers
+    assert 0 < len(numbers) < 4000 and (np.diff(numbers) > 0).all() and numbers[-1] == 3999
+    # the killed receiver left a file h5py can open (SWMR), with what it flushed
+    killed = sorted(out1.glob("*.h5"))
+    assert len(killed) == 1
+    with h5py.File(killed[0], "r", swmr=True) as f:
+        assert f["/entry/instrument/detector/data"].shape[1:] == (4, 4096)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs mount(8) and tmpfs")
+def test_full_filesystem_is_reported_and_acquisition_completes(fresh_ioc, tmp_path):
+    ioc = fresh_ioc
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        path = capture_and_run(ioc, mnt, "full", 200)
+        assert ioc.get("det1:DetectorState_RBV") == "Idle"
+        assert ioc.get("det1:ArrayCounter_RBV") == 200
+        assert ioc.get("HDF1:WriteStatus") == "Write error"
+        message = ioc.get("HDF1:WriteMessage")
+        assert "full" in message or "space" in message, message
+        assert ioc.get("HDF1:Capture_RBV") == "Done"
+        if (mnt / path.split("/")[-1]).exists():
+            with h5py.File(path, "r", swmr=True) as f:
+                assert not bool(f["/entry/instrument/detector/complete"][()])
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
