@@ -164,9 +164,8 @@ def stream_stats(ioc) -> dict:
 def ours_stream(ioc, frames: int, exposure: float) -> dict:
     configure_run(ioc, frames, exposure)
     update_rate = float(ioc.get("det1:UpdateRate_RBV"))
-    receiver = Receiver(ioc.stream_endpoint, max_series=1)
+    receiver = Receiver.connected(ioc, max_series=1)
     try:
-        receiver.wait_connected(ioc)
         probes = {"get": Probe(ioc, "get", "det1:ArrayCounter_RBV"),
                   "monitor": Probe(ioc, "monitor", "MCA1:ArrayData")}
         for probe in probes.values():
@@ -244,9 +243,8 @@ def receiver_write(ioc, directory: Path, frames: int, exposure: float, compressi
     out.mkdir()
     configure_run(ioc, frames, exposure)
     settle()
-    receiver = Receiver(ioc.stream_endpoint, output=out, compression=compression, max_series=1)
+    receiver = Receiver.connected(ioc, output=out, compression=compression, max_series=1)
     try:
-        receiver.wait_connected(ioc)
         with CpuWatch() as cpu:
             t0, _ = acquire(ioc, frames)
             summary = receiver.wait_summaries(1, timeout=120 + frames / 500)[0]
@@ -267,6 +265,7 @@ def builtin_write(ioc, directory: Path, frames: int, exposure: float, compressio
     out = directory / f"builtin-{compression}"
     out.mkdir()
     configure_run(ioc, frames, exposure)
+    ioc.wait_for("det1:StreamReceivers_RBV", lambda v: v == 0, timeout=20, interval=0.1)
     ioc.put("HDF1:FilePath", str(out))
     ioc.put("HDF1:FileName", "bench")
     ioc.put("HDF1:Compression", compression)

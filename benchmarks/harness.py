@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -103,9 +105,18 @@ class Receiver:
         with self._cond:
             self._cond.notify_all()
 
-    def wait_connected(self, ioc: IocProcess, timeout: float = 20.0) -> None:
-        """Until the IOC counts this receiver (its heartbeat posts the count twice a second)."""
-        ioc.wait_for("det1:StreamReceivers_RBV", lambda v: v >= 1, timeout=timeout, interval=0.1)
+    @classmethod
+    def connected(cls, ioc: IocProcess, timeout: float = 20.0, **kwargs) -> "Receiver":
+        """Start a receiver and return once the IOC counts it. The IOC's count is
+        posted twice a second, so first wait for an earlier receiver to be gone."""
+        ioc.wait_for("det1:StreamReceivers_RBV", lambda v: v == 0, timeout=timeout, interval=0.1)
+        receiver = cls(ioc.stream_endpoint, **kwargs)
+        try:
+            ioc.wait_for("det1:StreamReceivers_RBV", lambda v: v >= 1, timeout=timeout, interval=0.1)
+        except TimeoutError:
+            receiver.stop()
+            raise
+        return receiver
 
     def wait_summaries(self, count: int, timeout: float) -> list[Summary]:
         deadline = time.monotonic() + timeout
@@ -164,16 +175,33 @@ class RssSampler:
             self._stop.wait(self.interval)
 
     def growth(self, name: str, t0: float, t1: float) -> dict:
-        """RSS at 10 % and at 100 % of [t0, t1], the peak, and the growth between 10 % and 100 %."""
+        """RSS of `name` early and late in the run [t0, t1], and the growth between them.
+
+        "At 10 %" is the median of the samples in 10-15 % of the run and "at 100 %"
+        the median of those in 95-100 %, so that one message in flight at the
+        sampling instant does not count as growth. `series` is (seconds, MB) every
+        ~0.25 s for plotting.
+        """
         inside = [(t, v[name]) for t, v in self.samples if t0 <= t <= t1 and v.get(name)]
         if len(inside) < 3:
             return {"samples": len(inside)}
-        t10 = t0 + 0.1 * (t1 - t0)
-        at10 = next(v for t, v in inside if t >= t10)
-        end = inside[-1][1]
-        return {"samples": len(inside), "rss_10pct_mb": at10 / 2**20, "rss_end_mb": end / 2**20,
+        span = t1 - t0
+
+        def median_between(a: float, b: float) -> float:
+            values = [v for t, v in inside if t0 + a * span <= t <= t0 + b * span]
+            if not values:   # too few samples: the nearest one
+                values = [min(inside, key=lambda tv: abs(tv[0] - (t0 + a * span)))[1]]
+            return float(np.median(values))
+
+        early, late = median_between(0.10, 0.15), median_between(0.95, 1.0)
+        series, last = [], -1.0
+        for t, v in inside:
+            if t - last >= 0.25:
+                series.append((round(t - t0, 2), round(v / 2**20, 1)))
+                last = t
+        return {"samples": len(inside), "rss_10pct_mb": early / 2**20, "rss_end_mb": late / 2**20,
                 "rss_peak_mb": max(v for _, v in inside) / 2**20,
-                "growth_pct": 100.0 * (end - at10) / at10}
+                "growth_pct": 100.0 * (late - early) / early, "series": series}
 
 
 def percentile(values: list, q: float) -> Optional[float]:

@@ -20,6 +20,8 @@ NUM_SCAS = len(enums.SCA_NAMES)
 # Updates queued per subscriber of a waveform: a slow client skips old spectra
 # instead of making the server hold thousands of copies.
 WAVEFORM_BACKLOG = 8
+SCA_UNITS = ("ticks", "ticks", "counts", "counts", "counts", "counts", "counts", "counts",
+             "ticks", "factor", "%")
 
 
 class RoiPVs(Xsp3Group):
@@ -89,11 +91,12 @@ def channel_group(n: int, bins: int, ts_points: int):
                                     doc="Sum of every frame since the last erase.")
     ns["enable_callbacks"] = enum_pv(f"MCA{n}:EnableCallbacks", enums.DISABLE_ENABLE, 1,
                                      doc="Accepted (no-op): spectra are always published.")
-    for k, sca in enumerate(enums.SCA_NAMES):
+    for k, (sca, units) in enumerate(zip(enums.SCA_NAMES, SCA_UNITS)):
         ns[f"sca{k}"] = pvproperty(name=f"C{n}SCA:{k}:Value_RBV", value=0.0, read_only=True,
-                                   precision=5 if k >= 9 else 0,
+                                   precision=5 if k >= 9 else 0, units=units,
                                    doc=f"{sca} of the latest frame.")
     ns["dt_factor"] = pvproperty(name=f"C{n}:DTFactor_RBV", value=1.0, read_only=True, precision=5,
+                                 units="factor",
                                  doc="Deadtime correction factor of the latest frame.")
     ns["dead_time"] = pvproperty(name=f"C{n}:DeadTime_RBV", value=0.0, read_only=True, precision=5,
                                  units="%", doc="Deadtime of the latest frame, percent.")

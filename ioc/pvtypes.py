@@ -51,15 +51,70 @@ class _ReportingMixin:
         return f"invalid value {value!r} ({type(ex).__name__})"
 
 
+# Units of numeric PVs declared without any, by a word in their name (first match wins).
+UNITS_BY_NAME = (
+    ("Lost", "frames"), ("Sent", "frames"), ("Counter", "frames"), ("FRAME", "frames"),
+    ("Frames", "frames"), ("Captured", "frames"), ("Capture", "frames"), ("NumImages", "frames"),
+    ("NumExposures", "frames"), ("UniqueId", "frames"), ("QueueSize", "frames"),
+    ("Receivers", "clients"), ("CHANNELS", "channels"), ("CARDS", "cards"),
+    ("SizeY", "channels"), ("Size1", "channels"), ("SizeZ", "n/a"), ("Size2", "n/a"),
+    ("SPECTRA", "bins"), ("Size", "bins"), ("Bin", "bins"), ("MinX", "bins"), ("MinY", "bins"),
+    ("Temperature", "C"), ("Rate", "Hz"), ("Time", "s"), ("Buffers", "buffers"),
+    ("Threads", "threads"), ("Level", "level"), ("Dim", "elements"),
+)
+INT32 = (-2**31, 2**31 - 1)
+FLOAT_RANGE = (-1e12, 1e12)
+
+
+def _default_units(pvname: str) -> str:
+    for word, units in UNITS_BY_NAME:
+        if word in pvname:
+            return units
+    return "n/a"
+
+
+class _MetadataMixin:
+    """Every numeric PV gets units, display limits and (if writable) drive limits.
+
+    Declarations give them where they mean something; this fills the rest in one
+    place: units from the name (UNITS_BY_NAME, else "n/a"), drive limits from the
+    value's type, display limits from the drive limits.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not hasattr(self, "upper_ctrl_limit") or getattr(self, "max_length", 1) > 1:
+            return
+        if not self.units:
+            self._data["units"] = _default_units(self.pvname)
+        writable = not type(self).__name__.endswith("RO")
+        if writable and self.lower_ctrl_limit == self.upper_ctrl_limit:
+            lo, hi = INT32 if isinstance(self.value, int) else FLOAT_RANGE
+            self._data["lower_ctrl_limit"], self._data["upper_ctrl_limit"] = lo, hi
+        if self.lower_disp_limit == self.upper_disp_limit:
+            if self.lower_ctrl_limit != self.upper_ctrl_limit:
+                lo, hi = self.lower_ctrl_limit, self.upper_ctrl_limit
+            elif isinstance(self.value, int):
+                lo, hi = min(0, self.value), INT32[1]
+            else:
+                lo, hi = min(0.0, self.value), FLOAT_RANGE[1]
+            self._data["lower_disp_limit"], self._data["upper_disp_limit"] = lo, hi
+
+
 def _reporting(cls):
-    return type(cls.__name__, (_ReportingMixin, cls), {})
+    return type(cls.__name__, (_ReportingMixin, _MetadataMixin, cls), {})
+
+
+def _described(cls):
+    return type(cls.__name__, (_MetadataMixin, cls), {})
 
 
 class Xsp3Group(PVGroup):
     """Base group: reports rejected puts to the root group (see module docstring)."""
 
     type_map = {dtype: _reporting(cls) for dtype, cls in _server.pvspec_type_map.items()}
-    type_map_read_only = dict(_server.pvspec_type_map_read_only)
+    type_map_read_only = {dtype: _described(cls)
+                          for dtype, cls in _server.pvspec_type_map_read_only.items()}
 
     @property
     def root(self):
