@@ -83,10 +83,12 @@ class _MetadataMixin:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not hasattr(self, "upper_ctrl_limit") or getattr(self, "max_length", 1) > 1:
+        if not hasattr(self, "upper_ctrl_limit"):
             return
         if not self.units:
             self._data["units"] = _default_units(self.pvname)
+        if getattr(self, "max_length", 1) > 1:
+            return
         writable = not type(self).__name__.endswith("RO")
         if writable and self.lower_ctrl_limit == self.upper_ctrl_limit:
             lo, hi = INT32 if isinstance(self.value, int) else FLOAT_RANGE
