@@ -39,6 +39,7 @@ BLOCK_TIMEOUT_S = 120  # hang guard only
 SDK_PLACEHOLDER = "/opt/xspress3/lib/libxspress3.so"
 CALIBRATION_PLACEHOLDER = "/opt/xspress3/calibration"
 STREAM_PLACEHOLDER = "tcp://localhost:9999"
+MONITOR_PLACEHOLDER = "tcp://localhost:9998"
 FENCE = re.compile(r"^```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)^```", re.M | re.S)
 
 
@@ -106,7 +107,7 @@ def readme(tmp_path_factory):
     work = tmp / "work"
     work.mkdir()
     shutil.copytree(REPO / "db_docs", work / "db_docs")
-    ioc = IocProcess(tmp, prefix=PREFIX, channels=4, monitor=False, stream=True)
+    ioc = IocProcess(tmp, prefix=PREFIX, channels=4, monitor=True, stream=True)
     ioc.start()
     ioc.env["PATH"] = f"{bin_dir}{os.pathsep}{ioc.env.get('PATH', '')}"
     yield ioc, work, tmp
@@ -137,6 +138,8 @@ def substitute(code: str, table: dict) -> str:
 
 
 def run_shell(code: str, ioc, work) -> subprocess.CompletedProcess:
+    if ioc.monitor_port is not None:
+        code = substitute(code, {MONITOR_PLACEHOLDER: ioc.monitor_endpoint})
     return run(["bash", "-e", "-o", "pipefail", "-c", code], ioc, work)
 
 
