@@ -93,10 +93,11 @@ class IocProcess:
 
     def __init__(self, tmp: Path, *extra: str, channels: int = 4, frames_memory: int = 4096,
                  stream: bool = True, monitor: bool = True, settings: Optional[Path] = None,
-                 prefix: Optional[str] = None, ca_port: Optional[int] = None):
+                 prefix: Optional[str] = None, ca_port: Optional[int] = None,
+                 stream_port: Optional[int] = None):
         self.prefix = prefix or random_prefix()
         self.ca_port = ca_port or free_ca_port()
-        self.stream_port = free_port() if stream else None
+        self.stream_port = (stream_port or free_port()) if stream else None
         self.monitor_port = free_port() if monitor else None
         self.settings = settings or (tmp / f"settings-{self.prefix.strip(':')}.json")
         self.log_path = tmp / f"ioc-{self.prefix.strip(':')}-{int(time.time() * 1000)}.log"

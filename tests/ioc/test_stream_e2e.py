@@ -159,3 +159,33 @@ def test_full_filesystem_is_reported_and_acquisition_completes(fresh_ioc, tmp_pa
                 assert not bool(f["/entry/instrument/detector/complete"][()])
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_receiver_reconnects_when_the_ioc_restarts(tmp_path):
+    from iochelp import IocProcess
+    out = tmp_path / "received"
+    out.mkdir()
+    first = IocProcess(tmp_path, monitor=False).start()
+    receiver = None
+    try:
+        receiver = start_receiver(first, out, "--max-series", "2")
+        first.put("det1:NumImages", 7)
+        first.put("det1:AcquireTime", 0.001)
+        first.put("det1:Acquire", 1, wait=True, timeout=30)
+        wait_files(out, 1)
+    finally:
+        assert first.stop() == 0
+    second = IocProcess(tmp_path, monitor=False, stream_port=first.stream_port).start()
+    try:
+        second.wait_for("det1:StreamReceivers_RBV", lambda v: v >= 1, timeout=30)
+        second.put("det1:NumImages", 9)
+        second.put("det1:AcquireTime", 0.001)
+        second.put("det1:Acquire", 1, wait=True, timeout=30)
+        output, _ = receiver.communicate(timeout=30)
+        assert receiver.returncode == 0, output
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+        assert second.stop() == 0
+    counts = sorted(layout.read_frames(f).count for f in out.glob("*.h5"))
+    assert counts == [7, 9]
