@@ -118,7 +118,9 @@ def channel_group(n: int, bins: int, ts_points: int):
                                doc="Erase/Start, Start, Stop or Read the ROI time series.")
     ns["ts_num_points"] = pvproperty(name=f"MCA{n}ROI:TSNumPoints", value=ts_points,
                                      lower_ctrl_limit=1, upper_ctrl_limit=ts_points,
-                                     doc="Points the time series holds.")
+                                     units="frames", put=_ts_num_points_put,
+                                     doc="Frames the time series holds (all channels share it); "
+                                         "recording stops when it is full.")
     ns["ts_current_point"] = pvproperty(name=f"MCA{n}ROI:TSCurrentPoint", value=0, read_only=True,
                                         doc="Points recorded so far.")
     ns["ts_acquiring"] = enum_pv(f"MCA{n}ROI:TSAcquiring", enums.TS_ACQUIRING, 0, read_only=True,
@@ -129,6 +131,10 @@ def channel_group(n: int, bins: int, ts_points: int):
         ns[f"roi{r}"] = SubGroup(_roi_class(ts_points), prefix=f"MCA{n}ROI:{r}:", channel=n,
                                  index=r, doc=f"ROI {r} of channel {n}.")
     return type(f"Channel{n}PVs", (_ChannelBase,), ns)
+
+
+async def _ts_num_points_put(group, instance, value):
+    return await group.root.ts_num_points(group, value)
 
 
 async def _ts_control_put(group, instance, value):

@@ -37,7 +37,7 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
                    help=f"zmq endpoint the data stream binds (default {DEFAULT_STREAM}; 'none' disables)")
     p.add_argument("--monitor", default=DEFAULT_MONITOR,
                    help=f"zmq endpoint of the monitor socket (default {DEFAULT_MONITOR}; 'none' disables)")
-    p.add_argument("--stream-queue", type=int, default=8192, metavar="FRAMES",
+    p.add_argument("--stream-queue", type=int, default=1024, metavar="FRAMES",
                    help="frames the stream may hold before back-pressure (high-water mark)")
     p.add_argument("--ts-points", type=int, default=16384, help="points of the ROI time series")
     p.add_argument("--interfaces", nargs="+", default=None,

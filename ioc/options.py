@@ -25,9 +25,9 @@ class IocOptions:
     settings_file: Optional[str] = None
     stream: Optional[str] = DEFAULT_STREAM
     monitor: Optional[str] = DEFAULT_MONITOR
-    stream_queue_frames: int = 8192
+    stream_queue_frames: int = 1024
     stream_stall_timeout: float = 5.0
-    file_queue_frames: int = 8192
+    file_queue_frames: int = 2048
     file_stall_timeout: float = 30.0
     ts_points: int = 16384
 

@@ -157,10 +157,11 @@ class Readout(threading.Thread):
         self._stop_run.set()
         self._plans.put(None)
 
-    def erase(self, channels: int, full_bins: int) -> None:
+    def erase(self, channels: int, full_bins: int, time_series: bool = True) -> None:
         with self.lock:
             self.sums = np.zeros((channels, full_bins), dtype=np.uint64)
-            self.ts.erase()
+            if time_series:
+                self.ts.erase()
 
     # ---- thread ------------------------------------------------------------------------
     def run(self) -> None:

@@ -322,7 +322,8 @@ class IocBase(Xsp3Group):
         starts = TRIGGER_MODES[mode][2]
         try:
             if det.erase_on_start.value == "Yes":
-                self.readout.erase(len(self.channels), self.bins)
+                # the time series follows TSControl (see _start_time_series), not EraseOnStart
+                self.readout.erase(len(self.channels), self.bins, time_series=False)
                 await self._zero_counters()
             await det.array_counter.write(0, verify_value=False)
             await det.array_counter_rbv.write(0)
@@ -664,18 +665,21 @@ class IocBase(Xsp3Group):
             return value
         d = self.driver
         if attr == "threshold":
-            if d is not None:
-                await self._sdk(d.set_good_threshold, index, int(value))
-            return value
+            if d is None:
+                return value
+            await self._sdk(d.set_good_threshold, index, int(value))
+            return await self._sdk(d.get_good_threshold, index)   # what the SDK holds
         # window limits: win{w}_low / win{w}_high
         w = int(attr[3])
         low = int(value) if attr.endswith("low") else int(getattr(ch, f"win{w}_low_rbv").value)
         high = int(value) if attr.endswith("high") else int(getattr(ch, f"win{w}_high_rbv").value)
         if low > high:
             raise PutRejected(f"window {w + 1}: low limit {low} above high limit {high}")
-        if d is not None:
-            await self._sdk(d.set_window, index, w, low, high)
-        return value
+        if d is None:
+            return value
+        await self._sdk(d.set_window, index, w, low, high)
+        low, high = await self._sdk(d.get_window, index, w)
+        return low if attr.endswith("low") else high
 
     async def _sdk(self, fn, *args):
         try:
@@ -718,6 +722,18 @@ class IocBase(Xsp3Group):
         with self.readout.lock:
             if not ts.manual:
                 ts.acquiring = False
+
+    async def ts_num_points(self, ch, value: int) -> int:
+        """One time-series length for all channels (they record the same frames)."""
+        if self.readout.ts.acquiring:
+            raise PutRejected("cannot change TSNumPoints while the time series is recording")
+        with self.readout.lock:
+            self.readout.ts.points = int(value)
+            self.readout.ts.erase()
+        for other in self.channels:
+            if other is not ch:
+                await other.ts_num_points.write(int(value), verify_value=False)
+        return value
 
     async def ts_control(self, ch, value) -> Any:
         ts = self.readout.ts

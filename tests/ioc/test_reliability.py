@@ -209,3 +209,31 @@ def test_monitor_clients_that_never_read(ioc):
         for sock in lazy:
             sock.close(0)
     assert block is not None and block.first_frame == 1999
+
+
+def test_memory_stays_flat_over_a_long_fast_run(tmp_path):
+    """CI-sized version of the soak's RSS check (benchmarks/soak.py runs >= 200 000 frames)."""
+    import psutil
+    frames = 12000
+    with IocProcess(tmp_path, frames_memory=4096, monitor=True) as ioc:
+        collector = Collector(ioc.stream_endpoint)
+        collector.start()
+        ioc.wait_for("det1:StreamReceivers_RBV", lambda v: v >= 1, timeout=10)
+        ioc.put("det1:NumImages", frames)
+        ioc.put("det1:AcquireTime", 0.0005)
+        proc = psutil.Process(ioc.proc.pid)
+        runner = threading.Thread(
+            target=lambda: ioc.put("det1:Acquire", 1, wait=True, timeout=240), daemon=True)
+        runner.start()
+        samples = []
+        while runner.is_alive():
+            count = ioc.get("det1:ArrayCounter_RBV")
+            samples.append((count, proc.memory_info().rss))
+            time.sleep(0.1)
+        runner.join()
+        collector.close()
+        assert ioc.get("det1:ArrayCounter_RBV") == frames
+    early = [rss for count, rss in samples if count >= frames * 0.2]
+    assert len(early) >= 3, samples
+    growth = max(early) - early[0]
+    assert growth < 0.10 * early[0] + 32 * 2**20, (early[0], max(early))

@@ -136,3 +136,27 @@ def test_monitor_socket_serves_the_latest_frame(ioc):
     np.testing.assert_array_equal(block.spectra[0, 0], ioc.get("MCA1:ArrayData"))
     assert block.dtfactor[0, 2] == pytest.approx(ioc.get("C3:DTFactor_RBV"))
     assert series is not None and series.frames_expected == 6
+
+
+def test_time_series_length_and_manual_control(ioc):
+    ioc.put("MCA1ROI:1:Use", "Yes")
+    ioc.put("MCA1ROI:TSNumPoints", 4)
+    assert ioc.get("MCA3ROI:TSNumPoints") == 4        # shared by all channels
+    ioc.put("MCA1ROI:TSControl", "Erase/Start")
+    acquire(ioc, 3)
+    assert ioc.get("MCA1ROI:TSAcquiring") == "Acquiring"   # started by hand: keeps recording
+    acquire(ioc, 3)
+    assert ioc.get("MCA1ROI:TSCurrentPoint") == 4          # full after 4 of 6 frames
+    assert ioc.get("MCA1ROI:TSAcquiring") == "Done"
+    assert len(ioc.get("MCA1ROI:1:TSTotal")) == 4
+    ioc.put("MCA1ROI:TSControl", "Stop")
+    ioc.put("MCA1ROI:TSNumPoints", 16384)
+    acquire(ioc, 5)
+    assert ioc.get("MCA1ROI:TSCurrentPoint") == 5          # a run erases and starts it again
+
+
+def test_window_readback_is_what_the_sdk_holds(ioc):
+    ioc.put("det1:C4_SCA6_LLM", 10)
+    ioc.put("det1:C4_SCA6_HLM", 20)
+    assert ioc.get("det1:C4_SCA6_LLM_RBV") == 10
+    assert ioc.get("det1:C4_SCA6_HLM_RBV") == 20

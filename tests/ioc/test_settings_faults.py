@@ -61,20 +61,23 @@ def test_unreadable_settings_file_keeps_defaults(tmp_path):
     assert "unreadable" in ioc.output()
 
 
-STAGES = [
-    ("xsp3_histogram_clear", -1),
-    ("xsp3_set_glob_timeA", -3),
-    ("xsp3_itfg_setup", -6),
-    ("xsp3_histogram_start", -1),
-    ("xsp3_scaler_check_progress_details", -5),
-    ("xsp3_histogram_read4d", -6),
-    ("xsp3_scaler_read", -8),
+STAGES = [   # (SDK call that fails, its code, trigger mode that reaches it)
+    ("xsp3_histogram_stop", -2, "Internal"),          # first call of every start sequence
+    ("xsp3_histogram_clear", -1, "Internal"),
+    ("xsp3_set_run_flags", -6, "Internal"),           # configure
+    ("xsp3_set_glob_timeA", -3, "Internal"),
+    ("xsp3_itfg_setup", -6, "Internal"),
+    ("xsp3_histogram_arm", -1, "TTL Both"),           # arm (external modes)
+    ("xsp3_histogram_start", -1, "Internal"),         # start
+    ("xsp3_scaler_check_progress_details", -5, "Internal"),   # progress
+    ("xsp3_histogram_read4d", -6, "Internal"),        # read-out
+    ("xsp3_scaler_read", -8, "Internal"),
 ]
 
 
-@pytest.mark.parametrize("function,code", STAGES)
-def test_sdk_fault_sets_error_and_reset_recovers(ioc, function, code):
-    ioc.put("det1:TriggerMode", "Internal")
+@pytest.mark.parametrize("function,code,mode", STAGES)
+def test_sdk_fault_sets_error_and_reset_recovers(ioc, function, code, mode):
+    ioc.put("det1:TriggerMode", mode)
     ioc.put("det1:AcquireTime", 0.002)
     ioc.put("det1:NumImages", 5)
     ioc.put("SIM:FaultFunction", function)
@@ -93,6 +96,7 @@ def test_sdk_fault_sets_error_and_reset_recovers(ioc, function, code):
     assert ioc.get("det1:Acquire_RBV") == "Done"
     ioc.put("det1:RESET", 1)
     assert ioc.get("det1:DetectorState_RBV") == "Idle"
+    ioc.put("det1:TriggerMode", "Internal")
     ioc.put("det1:Acquire", 1, wait=True, timeout=30)
     assert ioc.get("det1:ArrayCounter_RBV") == 5
     assert ioc.get("det1:DetectorState_RBV") == "Idle"
