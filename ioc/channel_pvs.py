@@ -24,9 +24,7 @@ SCA_UNITS = ("ticks", "ticks", "counts", "counts", "counts", "counts", "counts",
              "ticks", "factor", "%")
 
 
-class RoiPVs(Xsp3Group):
-    """One ROI of one channel (NDROIStat-like): bins [MinX, MinX+SizeX)."""
-
+class _RoiBase(Xsp3Group):
     def __init__(self, *args, channel: int, index: int, **kwargs):
         self.channel = channel
         self.index = index
@@ -35,37 +33,33 @@ class RoiPVs(Xsp3Group):
     async def apply_setting(self, attr, value):
         return await self.root.roi_setting(self, attr, value)
 
-    _name = setting("roi_name", "Name", "", dtype=ChannelType.STRING, persist=True,
-                    doc="ROI name; clients list ROIs up to the first blank name.")
-    roi_name = _name["roi_name"]
-    roi_name_rbv = _name["roi_name_rbv"]
-    _use = setting("use", "Use", "No", enum_strings=enums.NO_YES, doc="Compute this ROI.")
-    use = _use["use"]
-    use_rbv = _use["use_rbv"]
-    _minx = setting("min_x", "MinX", 0, dtype=int, units="bins", lower_ctrl_limit=0,
-                    upper_ctrl_limit=4095, doc="First bin of the ROI.")
-    min_x = _minx["min_x"]
-    min_x_rbv = _minx["min_x_rbv"]
-    _sizex = setting("size_x", "SizeX", 4096, dtype=int, units="bins", lower_ctrl_limit=0,
-                     upper_ctrl_limit=4096, doc="Width of the ROI in bins (clipped at the last bin).")
-    size_x = _sizex["size_x"]
-    size_x_rbv = _sizex["size_x_rbv"]
-    _bgd = setting("bgd_width", "BgdWidth", 0, dtype=int, units="bins", lower_ctrl_limit=0,
-                   upper_ctrl_limit=512, doc="Bins at each edge averaged as background for Net_RBV.")
-    bgd_width = _bgd["bgd_width"]
-    bgd_width_rbv = _bgd["bgd_width_rbv"]
-    del _name, _use, _minx, _sizex, _bgd
 
-    total = pvproperty(name="Total_RBV", value=0.0, read_only=True, units="counts", precision=0,
-                       doc="Sum of the ROI bins in the latest frame.")
-    net = pvproperty(name="Net_RBV", value=0.0, read_only=True, units="counts", precision=1,
-                     doc="Total minus the edge background (BgdWidth) in the latest frame.")
-    min_value = pvproperty(name="MinValue_RBV", value=0.0, read_only=True, units="counts",
-                           doc="Smallest bin in the ROI, latest frame.")
-    max_value = pvproperty(name="MaxValue_RBV", value=0.0, read_only=True, units="counts",
-                           doc="Largest bin in the ROI, latest frame.")
-    mean_value = pvproperty(name="MeanValue_RBV", value=0.0, read_only=True, units="counts",
-                            precision=3, doc="Mean bin value in the ROI, latest frame.")
+def _roi_namespace() -> dict:
+    ns: dict = {"__doc__": "One ROI of one channel (NDROIStat-like): bins [MinX, MinX+SizeX).",
+                "__module__": __name__}
+    ns.update(setting("roi_name", "Name", "", dtype=ChannelType.STRING,
+                      doc="ROI name; clients list ROIs up to the first blank name."))
+    ns.update(setting("use", "Use", "No", enum_strings=enums.NO_YES, doc="Compute this ROI."))
+    ns.update(setting("min_x", "MinX", 0, dtype=int, units="bins", lower_ctrl_limit=0,
+                      upper_ctrl_limit=4095, doc="First bin of the ROI."))
+    ns.update(setting("size_x", "SizeX", 4096, dtype=int, units="bins", lower_ctrl_limit=0,
+                      upper_ctrl_limit=4096,
+                      doc="Width of the ROI in bins (clipped at the last bin)."))
+    ns.update(setting("bgd_width", "BgdWidth", 0, dtype=int, units="bins", lower_ctrl_limit=0,
+                      upper_ctrl_limit=512,
+                      doc="Bins at each edge averaged as background for Net_RBV."))
+    for attr, name, precision, doc in (
+            ("total", "Total_RBV", 0, "Sum of the ROI bins in the latest frame."),
+            ("net", "Net_RBV", 1, "Total minus the edge background (BgdWidth) in the latest frame."),
+            ("min_value", "MinValue_RBV", 0, "Smallest bin in the ROI, latest frame."),
+            ("max_value", "MaxValue_RBV", 0, "Largest bin in the ROI, latest frame."),
+            ("mean_value", "MeanValue_RBV", 3, "Mean bin value in the ROI, latest frame.")):
+        ns[attr] = pvproperty(name=name, value=0.0, read_only=True, units="counts",
+                              precision=precision, doc=doc)
+    return ns
+
+
+RoiPVs = type("RoiPVs", (_RoiBase,), _roi_namespace())
 
 
 @functools.lru_cache(maxsize=None)

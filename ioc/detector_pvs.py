@@ -10,7 +10,7 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 
 from . import adbase_pvs, enums
-from .pvtypes import PutRejected, Xsp3Group, command, enum_pv, setting, text_pv
+from .pvtypes import PutRejected, Xsp3Group, command, enum_pv, root_putter, setting, text_pv
 
 MAX_EXPOSURE_S = 53.6  # 2**32 ticks of the 80 MHz clock
 MIN_EXPOSURE_S = 1e-5
@@ -20,10 +20,7 @@ MAX_INT32 = 2**31 - 1
 def _ns() -> dict:
     ns: dict = {"__doc__": __doc__, "__module__": __name__}
 
-    async def _acquire_put(group, instance, value):
-        return await group.root.acquire_put(instance, value)
-
-    ns["acquire"] = enum_pv("Acquire", enums.ACQUIRE, 0, put=_acquire_put,
+    ns["acquire"] = enum_pv("Acquire", enums.ACQUIRE, 0, put=root_putter("acquire_put"),
                             doc="1 starts (or arms) an acquisition, 0 stops it. A put with callback "
                                 "completes when the acquisition has ended.")
     ns["acquire_rbv"] = enum_pv("Acquire_RBV", enums.ACQUIRE_RBV, 0, read_only=True,
@@ -45,11 +42,11 @@ def _ns() -> dict:
     ns.update(setting("image_mode", "ImageMode", "Multiple", enum_strings=enums.IMAGE_MODES,
                       doc="Accepted for areaDetector clients; NumImages sets the frame count (no-op)."))
     ns["soft_trigger"] = enum_pv("SoftTrigger", enums.SOFT_TRIGGER, 0,
-                                 put=_handler("soft_trigger_put"),
+                                 put=root_putter("soft_trigger_put"),
                                  doc="In Software modes, advances to the next frame.")
     ns["soft_trigger_rbv"] = enum_pv("SoftTrigger_RBV", enums.SOFT_TRIGGER, 0, read_only=True,
                                      doc="Readback of SoftTrigger.")
-    ns["trigger"] = enum_pv("TRIGGER", enums.TRIGGER, 0, put=_handler("soft_trigger_put"),
+    ns["trigger"] = enum_pv("TRIGGER", enums.TRIGGER, 0, put=root_putter("soft_trigger_put"),
                             doc="Same as SoftTrigger (name used by ophyd's Xspress3 cam).")
     ns.update(command("erase_cmd", "ERASE", "erase", strings=enums.ERASE,
                       doc="Any write erases the frames used, the sums and the counters; the put "
@@ -167,12 +164,6 @@ def _ns() -> dict:
                                doc="Yes when the built-in simulator stands in for the hardware.")
     adbase_pvs.extend(ns)
     return ns
-
-
-def _handler(method: str):
-    async def _put(group, instance, value):
-        return await getattr(group.root, method)(instance, value)
-    return _put
 
 
 class _DetectorBase(Xsp3Group):

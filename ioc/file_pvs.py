@@ -10,7 +10,7 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 
 from . import adbase_pvs, enums
-from .pvtypes import PATH_LENGTH, Xsp3Group, enum_pv, setting, text_pv
+from .pvtypes import PATH_LENGTH, Xsp3Group, enum_pv, root_putter, setting, text_pv
 
 MAX_INT32 = 2**31 - 1
 
@@ -42,7 +42,7 @@ def _ns() -> dict:
                       doc="Frames per file; 0 = until Capture is set to 0. NumImages copies here."))
     ns["num_captured"] = pvproperty(name="NumCaptured_RBV", value=0, read_only=True, units="frames",
                                     doc="Frames written to the current file.")
-    ns["capture"] = enum_pv("Capture", enums.CAPTURE, 0, put=_put("capture_put"),
+    ns["capture"] = enum_pv("Capture", enums.CAPTURE, 0, put=root_putter("capture_put"),
                             doc="1 opens a file for the next frames; 0 closes it. A put with callback "
                                 "completes when the file is closed.")
     ns["capture_rbv"] = enum_pv("Capture_RBV", enums.CAPTURE_RBV, 0, read_only=True,
@@ -93,12 +93,6 @@ def _ns() -> dict:
                                  read_only=True, doc="Port name.")
     adbase_pvs.extend_file(ns)
     return ns
-
-
-def _put(method: str):
-    async def _putter(group, instance, value):
-        return await getattr(group.root, method)(instance, value)
-    return _putter
 
 
 class _FileBase(Xsp3Group):

@@ -204,6 +204,13 @@ def setting(attr: str, name: str, value: Any, *, doc: str, dtype=None,
     return {attr: sp, attr + "_rbv": rbv}
 
 
+def root_putter(method: str):
+    """A putter that hands (instance, value) to the root group's `method`."""
+    async def _put(group, instance, value):
+        return await getattr(group.root, method)(instance, value)
+    return _put
+
+
 def command(attr: str, name: str, handler: str, *, doc: str, strings=("Done", "Do")) -> dict:
     """A bo-style command PV: any write calls ``group.<handler>()``; the put completes after it."""
     async def _put(group, instance, new_value):

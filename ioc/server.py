@@ -540,26 +540,19 @@ class IocBase(Xsp3Group):
             raise PutRejected(str(ex)) from ex
         await self.status("Idle", State.IDLE)
 
+    def _directory(self, pv, name: str) -> str:
+        if not pv.value:
+            raise PutRejected(f"{name} is empty")
+        return pv.value
+
     async def save_sdk_settings(self) -> None:
-        path = self.det.config_save_path_rbv.value
-        if not path:
-            raise PutRejected("CONFIG_SAVE_PATH is empty")
-        try:
-            await self.call(self._need_driver().save_settings, path)
-        except Xspress3Error as ex:
-            await self.status(f"save settings failed: {ex}")
-            raise PutRejected(str(ex)) from ex
+        path = self._directory(self.det.config_save_path_rbv, "CONFIG_SAVE_PATH")
+        await self._sdk(self._need_driver().save_settings, path)
         await self.status(f"Settings saved to {path}")
 
     async def restore_sdk_settings(self) -> None:
-        path = self.det.config_path_rbv.value
-        if not path:
-            raise PutRejected("CONFIG_PATH is empty")
-        try:
-            await self.call(self._need_driver().restore_settings, path)
-        except Xspress3Error as ex:
-            await self.status(f"restore settings failed: {ex}")
-            raise PutRejected(str(ex)) from ex
+        path = self._directory(self.det.config_path_rbv, "CONFIG_PATH")
+        await self._sdk(self._need_driver().restore_settings, path)
         await self._read_back_channel_settings()
         await self.status(f"Settings restored from {path}")
 

@@ -118,3 +118,20 @@ def test_connect_fault_then_reconnect(ioc):
     ioc.put("det1:NumImages", 3)
     ioc.put("det1:Acquire", 1, wait=True, timeout=30)
     assert ioc.get("det1:ArrayCounter_RBV") == 3
+
+
+def test_sdk_calibration_save_and_restore(ioc, tmp_path):
+    ioc.put("det1:C1_SCA5_LLM", 0)
+    ioc.put("det1:C1_SCA5_HLM", 321)
+    ioc.put("det1:CONFIG_SAVE_PATH", str(tmp_path))
+    ioc.put("det1:SAVE_SETTINGS", 1)
+    assert "saved" in ioc.get("det1:StatusMessage_RBV")
+    ioc.put("det1:C1_SCA5_HLM", 999)
+    ioc.put("det1:CONFIG_PATH", str(tmp_path))
+    ioc.put("det1:RESTORE_SETTINGS", 1)
+    assert ioc.get("det1:C1_SCA5_HLM_RBV") == 321
+    assert "restored" in ioc.get("det1:StatusMessage_RBV")
+    ioc.put("det1:CONFIG_PATH", str(tmp_path / "missing"))
+    with pytest.raises(Exception):
+        ioc.put_checked("det1:RESTORE_SETTINGS", 1)
+    assert "xsp3_restore_settings" in ioc.get("det1:StatusMessage_RBV")
