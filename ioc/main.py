@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     if options.simulated:
         log.warning("SIMULATION: no --sdk given, the built-in simulated Xspress3 is in use")
     describe = (f"{driver.library_path} ({'simulator' if driver.simulated else 'SDK'})"
-                if driver is not None else f"none (not connected: {ioc._driver_error})")
+                if driver is not None else f"none (not connected: {ioc.driver_error})")
     print(f"xspress3-ioc: prefix {options.prefix}, {len(ioc.pvdb)} PVs, {options.channels} channels",
           flush=True)
     print(f"xspress3-ioc: driver {describe}", flush=True)

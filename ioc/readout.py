@@ -127,7 +127,6 @@ class Readout(threading.Thread):
         self._idle.set()
         self.consumers: list = list(consumers or [])
         self.monitor = None            # object with update(block); latest frame on request
-        self.driver = None
         self.poll_s = poll_s
         self.update_period = 0.1
         self.rois = RoiTable.empty(1)

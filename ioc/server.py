@@ -88,7 +88,7 @@ class IocBase(Xsp3Group):
         super().__init__(*args, **kwargs)
         self.options = options
         self.driver = driver
-        self._driver_error = driver_error
+        self.driver_error = driver_error
         self.channels = [getattr(self, f"ch{n}") for n in range(1, options.channels + 1)]
         self.bins = options.bins
         self._control = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xsp3-control")
@@ -141,7 +141,6 @@ class IocBase(Xsp3Group):
     async def startup(self, async_lib) -> None:
         self._loop = asyncio.get_running_loop()
         self._events = asyncio.Queue()
-        self.readout.driver = self.driver
         self.readout.update_period = 1.0 / float(self.det.update_rate.value)
         self.readout.start()
         self.files.start()
@@ -161,7 +160,7 @@ class IocBase(Xsp3Group):
         if self.driver is not None:
             await self.status("Idle", State.IDLE)
         else:
-            await self.status(f"Not connected: {self._driver_error}"[:255], State.DISCONNECTED)
+            await self.status(f"Not connected: {self.driver_error}"[:255], State.DISCONNECTED)
 
     async def _describe_detector(self) -> None:
         d, det = self.driver, self.det
@@ -509,11 +508,10 @@ class IocBase(Xsp3Group):
         try:
             self.driver = await self.call(self.options.open_driver)
         except Xspress3Error as ex:
-            self._driver_error = str(ex)
+            self.driver_error = str(ex)
             await self.det.connected.write("Disconnected")
             await self.status(f"connect failed: {ex}", State.DISCONNECTED)
             raise PutRejected(str(ex)) from ex
-        self.readout.driver = self.driver
         await self._describe_detector()
         await self._apply_channel_settings()
         await self.status("Connected", State.IDLE)
