@@ -9,7 +9,7 @@ import signal
 import sys
 
 
-from xspress3.driver import Xspress3Error
+from xspress3.driver import LibraryError, Xspress3Error
 
 from .ca_server import SafeContext
 from .options import DEFAULT_MONITOR, DEFAULT_STREAM, IocOptions, default_settings_file
@@ -106,7 +106,11 @@ def main(argv=None) -> int:
     options, args = parse_args(argv)
     _logging(args)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack
-    ioc = create(options)
+    try:
+        ioc = create(options)
+    except LibraryError as ex:   # a wrong --sdk path: nothing to serve, say why and stop
+        print(f"xspress3-ioc: cannot load the SDK library: {ex}", file=sys.stderr)
+        return 2
     driver = ioc.driver
     if options.simulated:
         log.warning("SIMULATION: no --sdk given, the built-in simulated Xspress3 is in use")

@@ -1,0 +1,37 @@
+"""The xspress3-ioc command line: options, start-up report, --list-pvs, SIGINT."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from iochelp import IocProcess
+
+
+def test_help_lists_the_options():
+    result = subprocess.run([sys.executable, "-m", "xspress3.ioc.main", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for option in ("--prefix", "--channels", "--cards", "--frames-memory", "--sdk", "--config-dir",
+                   "--settings", "--stream", "--monitor", "--interfaces", "--list-pvs", "-v"):
+        assert option in result.stdout, option
+
+
+def test_start_up_report_and_list_pvs_and_ctrl_c(tmp_path):
+    ioc = IocProcess(tmp_path, "--list-pvs", channels=2).start()
+    assert ioc.stop(signal.SIGINT) == 0
+    out = ioc.output()
+    assert f"prefix {ioc.prefix}" in out and "PVs, 2 channels" in out
+    assert "(simulator)" in out and "SIMULATION" in out
+    assert f"stream tcp://127.0.0.1:{ioc.stream_port}" in out
+    assert f"{ioc.prefix}det1:Acquire\n" in out and f"{ioc.prefix}MCA2:ArrayData\n" in out
+    assert "stopped" in out
+
+
+def test_a_missing_sdk_library_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "xspress3.ioc.main", "--sdk",
+                             str(tmp_path / "libxspress3.so"), "--settings", "none"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "libxspress3.so" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
