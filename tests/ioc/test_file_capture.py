@@ -120,3 +120,25 @@ def test_missing_directory_and_existing_file(ioc, tmp_path):
     ioc.put("det1:Acquire", 1, wait=True, timeout=30)
     ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
     assert os.path.exists(ioc.get("HDF1:FullFileName_RBV"))
+
+
+def test_deadtime_corrected_capture_is_float64(ioc, tmp_path):
+    ioc.put("det1:CTRL_DTC", "Enable")
+    try:
+        assert ioc.get("det1:CTRL_DTC_RBV") == "Enabled"
+        assert ioc.get("det1:DataType_RBV") == "Float64"
+        ioc.put("det1:NumImages", 4)
+        arm_capture(ioc, tmp_path, "dtc", frames=4)
+        path = ioc.get("HDF1:FullFileName_RBV")
+        ioc.put("det1:Acquire", 1, wait=True, timeout=30)
+        ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
+    finally:
+        ioc.put("det1:CTRL_DTC", "Disable")
+    with h5py.File(path, "r") as f:
+        data = f["/entry/instrument/detector/data"][()]
+        scalers = f["/entry/instrument/detector/scalers"][()]
+        factor = f["/entry/instrument/NDAttributes/CHAN1DTFactor"][()]
+    assert data.dtype == np.float64
+    # corrected counts: the histogram total (ALL_GOOD) times the frame's deadtime factor
+    np.testing.assert_allclose(data[:, 0].sum(axis=1), scalers[:, 0, 4] * factor)
+    assert (factor > 1.0).all()
