@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -36,10 +36,12 @@ _SUMMARY = re.compile(
     r"\((?P<rate>\d+) frames/s, (?P<mbs>[\d.]+) MB/s\)(?P<rest>.*)$")
 
 
-def start_ioc(tmp: Path, frames_memory: int, stream_queue: int = 8192, monitor: bool = False) -> IocProcess:
-    """An IOC on the built-in simulator with its own CA, stream and monitor ports."""
-    return IocProcess(tmp, "--stream-queue", str(stream_queue), "-q",
-                      frames_memory=frames_memory, monitor=monitor).start()
+def start_ioc(tmp: Path, frames_memory: int, stream_queue: Optional[int] = None,
+              monitor: bool = False) -> IocProcess:
+    """An IOC on the built-in simulator with its own CA, stream and monitor ports
+    (stream queue: the IOC's default unless given)."""
+    extra = ["-q"] + (["--stream-queue", str(stream_queue)] if stream_queue else [])
+    return IocProcess(tmp, *extra, frames_memory=frames_memory, monitor=monitor).start()
 
 
 @dataclass
@@ -199,9 +201,13 @@ class RssSampler:
             if t - last >= 0.25:
                 series.append((round(t - t0, 2), round(v / 2**20, 1)))
                 last = t
+        later = [(t - t0, v / 2**20) for t, v in inside if t >= t0 + 0.1 * span]
+        trend = float(np.polyfit(*zip(*later), 1)[0]) if len(later) >= 3 else float("nan")
         return {"samples": len(inside), "rss_10pct_mb": early / 2**20, "rss_end_mb": late / 2**20,
                 "rss_peak_mb": max(v for _, v in inside) / 2**20,
-                "growth_pct": 100.0 * (late - early) / early, "series": series}
+                "growth_pct": 100.0 * (late - early) / early,
+                "trend_mb_per_s": trend,   # least-squares slope over 10..100 %: a leak shows as a steady rise
+                "series": series}
 
 
 def percentile(values: list, q: float) -> Optional[float]:

@@ -1,0 +1,69 @@
+"""Whole-chunk writes that bypass HDF5's chunk cache: every value still lands where it belongs.
+
+Full-size frames (4 x 4096 uint32) make 16-frame chunks, so blocks of uneven
+sizes mix cached writes (partly filled chunks at either end of a block) with
+raw chunk writes (whole chunks in between).
+"""
+from __future__ import annotations
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
+import numpy as np
+import pytest
+
+from xspress3.writers import layout
+
+from writers_helpers import block_values, make_start
+
+SIZES = [5, 27, 16, 40, 3, 1, 32, 9]   # chunk boundaries fall inside, between and at block edges
+
+
+def write(path, sizes, compression="None", dtype="<u4", flush_after=None):
+    start = make_start("chunks", channels=4, bins=4096, dtc_applied=dtype == "<f8")
+    assert layout.chunk_frames(start) == (16 if dtype == "<u4" else 8)
+    handle = layout.create(path, start, compression)
+    blocks, first = [], 0
+    for i, n in enumerate(sizes):
+        block = block_values(first, n, channels=4, bins=4096, dtype=dtype)
+        handle.append(block)
+        blocks.append(block)
+        first += n
+        if i == flush_after:
+            handle.flush()
+            with h5py.File(path, "r", swmr=True) as reader:   # a partly filled chunk is visible too
+                np.testing.assert_array_equal(reader[layout.DATA][()],
+                                              np.concatenate([b.spectra for b in blocks]))
+    handle.close(complete=True)
+    return np.concatenate([b.spectra for b in blocks])
+
+
+@pytest.mark.parametrize("compression", ["None", "BSLZ4"])
+def test_uneven_blocks_read_back_value_by_value(tmp_path, compression):
+    path = tmp_path / "d.h5"
+    expected = write(path, SIZES, compression, flush_after=1)
+    contents = layout.read_frames(path)
+    assert contents.count == sum(SIZES)
+    np.testing.assert_array_equal(contents.spectra, expected)
+    np.testing.assert_array_equal(contents.frame_numbers, np.arange(sum(SIZES)))
+
+
+def test_deadtime_corrected_float_spectra_take_the_same_path(tmp_path):
+    path = tmp_path / "f.h5"
+    expected = write(path, [3, 8, 21, 8], dtype="<f8")
+    with h5py.File(path, "r") as f:
+        data = f[layout.DATA]
+        assert data.dtype == np.float64 and data.shape == (40, 4, 4096)
+        np.testing.assert_array_equal(data[()], expected)
+
+
+def test_whole_chunks_are_stored_unfiltered_and_complete(tmp_path):
+    """A raw chunk write of the wrong size or offset would show in the chunk index."""
+    path = tmp_path / "i.h5"
+    write(path, [16, 32, 7])
+    with h5py.File(path, "r") as f:
+        dsid = f[layout.DATA].id
+        assert dsid.get_num_chunks() == 4
+        for i in range(4):
+            info = dsid.get_chunk_info(i)
+            assert info.chunk_offset == (16 * i, 0, 0) and info.filter_mask == 0
+            assert info.size == 16 * 4 * 4096 * 4
