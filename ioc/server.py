@@ -250,6 +250,7 @@ class IocBase(Xsp3Group):
         await det.frame_count.write(s.frames_acquired)
         await det.unique_id.write(s.frame_number)
         for i, ch in enumerate(self.channels[:s.spectra.shape[0]]):
+            await asyncio.sleep(0)   # let a waiting caget in between channels
             await ch.spectrum.write(s.spectra[i])
             if s.sums is not None:
                 await ch.spectrum_sum.write(s.sums[i])

@@ -53,8 +53,9 @@ class WriteResult:
 
 
 class _Close:
-    def __init__(self) -> None:
+    def __init__(self, complete: bool = True) -> None:
         self.done = threading.Event()
+        self.complete = complete   # False: the caller knows frames are missing
 
 
 class HDF5Writer:
@@ -153,13 +154,14 @@ class HDF5Writer:
         with self._cond:
             self._dropped += n
 
-    def close_series(self, timeout: float = 30.0) -> WriteResult:
+    def close_series(self, timeout: float = 30.0, complete: bool = True) -> WriteResult:
         """Write what is queued (up to ``timeout``), close the file and report.
 
-        ``complete`` is True when every frame offered was written (or skipped on
-        purpose beyond num_capture) and no error happened.
+        The file's ``complete`` flag is True when every frame offered was written
+        (or skipped on purpose beyond num_capture), no error happened and the
+        caller's ``complete`` is True (a receiver passes False when it saw a gap).
         """
-        request = _Close()
+        request = _Close(complete)
         with self._cond:
             if not self._open:
                 raise RuntimeError("close_series() without an open series")
@@ -264,7 +266,7 @@ class HDF5Writer:
             if item is None:
                 self._idle_flush()
             elif isinstance(item, _Close):
-                self._close_file()
+                self._close_file(item.complete)
                 item.done.set()
             else:
                 self._write(item)
@@ -334,11 +336,11 @@ class HDF5Writer:
             self._last_error = self._message = str(exc)
         self._notify(force=True)
 
-    def _close_file(self) -> None:
+    def _close_file(self, caller_complete: bool = True) -> None:
         handle = self._file
         with self._cond:
             error = self._state == ERROR
-        complete = not error and self._dropped == 0
+        complete = caller_complete and not error and self._dropped == 0
         if handle is not None and not handle.closed:
             try:
                 handle.close(complete=complete)

@@ -1,8 +1,9 @@
 """``xspress3-receive``: write the IOC's zmq stream into one HDF5 file per series.
 
-Runs anywhere the stream port is reachable, independent of the IOC. Writing
-happens in the receiving thread: zmq keeps receiving in its own I/O thread
-(up to the receive high-water mark) while a block is being written.
+Runs anywhere the stream port is reachable, independent of the IOC. Blocks are
+decoded here and written by an `hdf5.HDF5Writer` thread, so receiving and
+writing overlap; when the writer's queue is full, receiving waits, and zmq's
+high-water marks carry the back-pressure to the IOC.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from types import FrameType
 from typing import Optional, TextIO
 
 from . import layout, wire
+from .hdf5 import HDF5Writer
 from .stream import StreamReceiver
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,16 @@ def unused_path(directory: Path, stem: str, suffix: str = ".h5") -> Path:
     return path
 
 
+WRITER_QUEUE_FRAMES = 4096
+OFFER_WAIT_S = 1.0
+
+
 @dataclass
 class _Open:
     """One series being received."""
 
     start: wire.SeriesStart
-    handle: Optional[layout.SeriesFile]
+    writing: bool
     t0: float = field(default_factory=time.monotonic)
     frames: int = 0
     nbytes: int = 0
@@ -72,6 +78,7 @@ class Session:
         self._last_progress = 0.0
         self._live = out.isatty() if hasattr(out, "isatty") else False
         self._warned_skip = ""
+        self._writer: Optional[HDF5Writer] = None   # started with the first file
 
     def handle(self, msg: wire.Message) -> None:
         if isinstance(msg, wire.SeriesStart):
@@ -87,17 +94,20 @@ class Session:
             return  # repeated for a receiver that joined late: already open
         if cur is not None:
             self._finish(cur, end=None, note="a new series started before its end message")
-        handle, error = None, ""
+        writing, error, path = False, "", ""
         if self.output is not None:
-            path = unused_path(self.output, safe_file_stem(start.series_id))
+            path = str(unused_path(self.output, safe_file_stem(start.series_id)))
+            if self._writer is None:
+                self._writer = HDF5Writer(max_queued_frames=WRITER_QUEUE_FRAMES)
             try:
-                handle = layout.create(path, start, self.compression)
-            except OSError as exc:
-                error = str(exc)
+                self._writer.open_series(path, start, self.compression)
+                writing = True
+            except (OSError, ValueError) as exc:
+                error, path = str(exc), ""
                 self._say(f"series {start.series_id}: NOT WRITTEN: {error}")
-        self._current = _Open(start, handle, error=error, path=str(handle.path) if handle else "")
+        self._current = _Open(start, writing, error=error, path=path)
         self._say(f"series {start.series_id}: started"
-                  + (f", writing {handle.path}" if handle else "" if error else " (decode only)")
+                  + (f", writing {path}" if writing else "" if error else " (decode only)")
                   + (f", {start.frames_expected} frames expected" if start.frames_expected else ""))
 
     def _on_frames(self, block: wire.FrameBlock) -> None:
@@ -111,25 +121,22 @@ class Session:
         if block.first_frame > cur.next_frame:
             cur.gaps += block.first_frame - cur.next_frame
         cur.next_frame = block.first_frame + block.count
-        if cur.handle is not None:
-            try:
-                cur.handle.append(block)
-            except (OSError, ValueError) as exc:
-                self._stop_writing(cur, exc)
+        if cur.writing:
+            while not self._writer.offer(block, OFFER_WAIT_S):
+                pass   # the writer is behind: wait (back-pressure), never drop
+            status = self._writer.status()
+            if status.state == "error":
+                self._stop_writing(cur, status.message)
         cur.frames += block.count
         cur.nbytes += sum(getattr(block, name).nbytes for name in wire.ARRAY_PARTS)
         self._progress(cur)
 
-    def _stop_writing(self, cur: _Open, exc: Exception) -> None:
-        """A write failed (disk full...): close the file incomplete, keep receiving."""
-        cur.error = f"write failed: {exc}"
+    def _stop_writing(self, cur: _Open, reason: str) -> None:
+        """A write failed (disk full...): the writer closed the file incomplete; keep receiving."""
+        cur.error = f"write failed: {reason}"
         self._say(f"series {cur.start.series_id}: {cur.error}; file closed incomplete")
-        handle, cur.handle = cur.handle, None
-        try:
-            if handle is not None:
-                handle.close(complete=False)
-        except OSError as close_exc:
-            log.error("closing %s after the error failed too: %s", handle.path if handle else "", close_exc)
+        cur.writing = False
+        self._writer.close_series(complete=False)
 
     def _on_end(self, end: wire.SeriesEnd) -> None:
         cur = self._current
@@ -144,11 +151,11 @@ class Session:
         if end is not None:
             missing = max(missing, end.frames_sent - cur.frames) + end.frames_lost
         complete = end is not None and missing == 0 and not cur.error
-        if cur.handle is not None:
-            try:
-                cur.handle.close(complete=complete)
-            except OSError as exc:
-                cur.error, complete = f"closing failed: {exc}", False
+        if cur.writing:
+            result = self._writer.close_series(complete=complete)
+            complete = result.complete
+            if result.error:
+                cur.error = result.error
         self._current = None
         self.series_done += 1
         dt = max(time.monotonic() - cur.t0, 1e-9)
@@ -165,9 +172,12 @@ class Session:
                   f"[{state}{', ' + end.final_state if end else ''}]" + (f"; {note}" if note else ""))
 
     def close(self, reason: str) -> None:
-        """Close an open series as incomplete (interrupted)."""
+        """Close an open series as incomplete (interrupted) and stop the writer thread."""
         if self._current is not None:
             self._finish(self._current, end=None, note=reason)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def _progress(self, cur: _Open) -> None:
         if self.quiet or not self._live:
