@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -113,6 +114,43 @@ class TimeSeries:
             self.acquiring = False
 
 
+class SpectrumBuffers:
+    """Spectrum arrays for blocks, recycled once no consumer holds them any more.
+
+    A fresh 8 MiB array per block costs the kernel a page fault and a page clear
+    per 4 KiB (15 % of all CPU in a full-rate run). Blocks are views into these
+    bases; a base is free again when nothing but this pool refers to it: the
+    stream's zero-copy zmq frames, queued file writes and the monitor's latest
+    frame all hold Python references to the views, and each view to its base,
+    so CPython's reference count says exactly when a base is in use.
+    """
+
+    def __init__(self, keep: int = 16):
+        self.keep = keep
+        self._bases: list = []
+        self._shape: tuple = ()
+        self._bases.append(np.empty(1))
+        self._free_refs = self._refs_in_loop()   # references of a base nobody else holds
+        self._bases.clear()
+
+    def _refs_in_loop(self) -> int:
+        for base in self._bases:
+            return sys.getrefcount(base)
+        return 0
+
+    def take(self, frames: int, shape: tuple) -> np.ndarray:
+        """A C-contiguous (frames, *shape[1:]) uint32 view; shape is the full block shape."""
+        if shape != self._shape:
+            self._bases, self._shape = [], shape
+        for base in self._bases:
+            if sys.getrefcount(base) == self._free_refs:
+                return base[:frames]
+        base = np.empty(shape, dtype=np.uint32)
+        if len(self._bases) < self.keep:
+            self._bases.append(base)
+        return base[:frames]
+
+
 class Readout(threading.Thread):
     """Owns the read side of the detector during runs (see module docstring)."""
 
@@ -133,6 +171,7 @@ class Readout(threading.Thread):
         self.lock = threading.Lock()   # guards sums and time series against erase
         self.sums: Optional[np.ndarray] = None
         self.ts = TimeSeries(ts_points)
+        self.buffers = SpectrumBuffers()
 
     # ---- called from the event loop -------------------------------------------------
     def begin(self, driver, plan: RunPlan) -> None:
@@ -185,6 +224,7 @@ class Readout(threading.Thread):
         latest: Optional[FrameBlock] = None
         block_frames = max(1, min(MAX_BLOCK_FRAMES,
                                   MAX_BLOCK_BYTES // (4 * plan.channels * plan.num_bins)))
+        block_shape = (block_frames, plan.channels, plan.num_bins)
         with self.lock:
             if self.sums is None or self.sums.shape != (plan.channels, plan.full_bins):
                 self.sums = np.zeros((plan.channels, plan.full_bins), dtype=np.uint64)
@@ -206,7 +246,7 @@ class Readout(threading.Thread):
             if available > 0:
                 n = min(available, block_frames)
                 try:
-                    block = self._read_block(driver, plan, read, n)
+                    block = self._read_block(driver, plan, read, n, block_shape)
                 except Xspress3Error as ex:
                     outcome, message = "error", str(ex)
                     break
@@ -254,8 +294,8 @@ class Readout(threading.Thread):
         except Xspress3Error:
             return False
 
-    def _read_block(self, driver, plan: RunPlan, first: int, n: int) -> FrameBlock:
-        spectra = np.empty((n, plan.channels, plan.num_bins), dtype=np.uint32)
+    def _read_block(self, driver, plan: RunPlan, first: int, n: int, shape: tuple) -> FrameBlock:
+        spectra = self.buffers.take(n, shape)
         scalers = np.empty((n, plan.channels, 9), dtype=np.uint32)
         driver.read_spectra(spectra, first, first_bin=plan.first_bin)
         driver.read_scalers(scalers, first)
