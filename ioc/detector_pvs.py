@@ -77,9 +77,9 @@ def _ns() -> dict:
     ns["connected"] = enum_pv("CONNECTED", enums.CONNECTED, 0, read_only=True,
                               doc="Whether the detector is open.")
     ns.update(command("reset_cmd", "RESET", "reset", doc="Stops any run and clears an Error state."))
-    ns.update(command("save_settings_cmd", "SAVE_SETTINGS", "save_settings",
+    ns.update(command("save_settings_cmd", "SAVE_SETTINGS", "save_sdk_settings",
                       doc="Writes the SDK calibration to CONFIG_SAVE_PATH."))
-    ns.update(command("restore_settings_cmd", "RESTORE_SETTINGS", "restore_settings",
+    ns.update(command("restore_settings_cmd", "RESTORE_SETTINGS", "restore_sdk_settings",
                       doc="Loads the SDK calibration from CONFIG_PATH."))
     ns.update(setting("num_channels", "NUM_CHANNELS", 1, dtype=int, units="channels",
                       lower_ctrl_limit=1, upper_ctrl_limit=256, persist=False,
@@ -169,27 +169,6 @@ def _ns() -> dict:
 class _DetectorBase(Xsp3Group):
     async def apply_setting(self, attr, value):
         return await self.root.apply_setting(attr, value)
-
-    async def erase(self):
-        await self.root.erase()
-
-    async def update_arrays(self):
-        await self.root.update_arrays()
-
-    async def connect(self):
-        await self.root.connect()
-
-    async def disconnect(self):
-        await self.root.disconnect()
-
-    async def reset(self):
-        await self.root.reset()
-
-    async def save_settings(self):
-        await self.root.save_sdk_settings()
-
-    async def restore_settings(self):
-        await self.root.restore_sdk_settings()
 
 
 DetectorPVs = type("DetectorPVs", (_DetectorBase,), _ns())

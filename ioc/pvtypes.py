@@ -212,9 +212,9 @@ def root_putter(method: str):
 
 
 def command(attr: str, name: str, handler: str, *, doc: str, strings=("Done", "Do")) -> dict:
-    """A bo-style command PV: any write calls ``group.<handler>()``; the put completes after it."""
+    """A bo-style command PV: any write calls ``root.<handler>()``; the put completes after it."""
     async def _put(group, instance, new_value):
-        await getattr(group, handler)()
+        await getattr(group.root, handler)()
         return 0
 
     return {attr: enum_pv(name, strings, 0, doc=doc, put=_put)}
