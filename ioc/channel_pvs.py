@@ -89,6 +89,10 @@ def channel_group(n: int, bins: int, ts_points: int):
         ns[f"sca{k}"] = pvproperty(name=f"C{n}SCA:{k}:Value_RBV", value=0.0, read_only=True,
                                    precision=5 if k >= 9 else 0, units=units,
                                    doc=f"{sca} of the latest frame.")
+    for k, (sca, units) in enumerate(zip(enums.SCA_NAMES, SCA_UNITS)):
+        ns[f"sca_sum{k}"] = pvproperty(name=f"C{n}SCA:{k}:ValueSum_RBV", value=0.0, read_only=True,
+                                       precision=3 if k >= 9 else 0, units=units,
+                                       doc=f"{sca} summed over every frame since the last erase.")
     ns["dt_factor"] = pvproperty(name=f"C{n}:DTFactor_RBV", value=1.0, read_only=True, precision=5,
                                  units="factor",
                                  doc="Deadtime correction factor of the latest frame.")

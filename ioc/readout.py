@@ -73,6 +73,7 @@ class FrameSummary:
     sca: np.ndarray              # (ch, 11) float64: 8 scalers, EventWidth, DTFactor, DTPercent
     rois: np.ndarray             # (ch, 48, 5): total, net, min, max, mean
     sums: Optional[np.ndarray]   # (ch, full_bins) float64
+    sca_sums: Optional[np.ndarray] = None   # (ch, 11) float64, since the last erase
     ts_point: int = 0
 
 
@@ -170,6 +171,7 @@ class Readout(threading.Thread):
         self.rois = RoiTable.empty(1)
         self.lock = threading.Lock()   # guards sums and time series against erase
         self.sums: Optional[np.ndarray] = None
+        self.sca_sums: Optional[np.ndarray] = None   # (ch, 11): SCA values summed over frames
         self.ts = TimeSeries(ts_points)
         self.buffers = SpectrumBuffers()
 
@@ -198,6 +200,7 @@ class Readout(threading.Thread):
     def erase(self, channels: int, full_bins: int, time_series: bool = True) -> None:
         with self.lock:
             self.sums = np.zeros((channels, full_bins), dtype=np.uint64)
+            self.sca_sums = np.zeros((channels, 11))
             if time_series:
                 self.ts.erase()
 
@@ -228,6 +231,7 @@ class Readout(threading.Thread):
         with self.lock:
             if self.sums is None or self.sums.shape != (plan.channels, plan.full_bins):
                 self.sums = np.zeros((plan.channels, plan.full_bins), dtype=np.uint64)
+                self.sca_sums = np.zeros((plan.channels, 11))
         outcome, message = "completed", ""
         while True:
             try:
@@ -319,6 +323,10 @@ class Readout(threading.Thread):
                 self.sums[:, lo:hi] += block.spectra.sum(axis=0, dtype=wide)
             else:
                 self.sums[:, lo:hi] += np.rint(block.spectra.sum(axis=0)).astype(np.uint64)
+            self.sca_sums[:, :8] += block.scalers[:, :, :8].sum(axis=0)
+            self.sca_sums[:, 8] += plan.event_width * block.count
+            self.sca_sums[:, 9] += block.dtfactor.sum(axis=0)
+            self.sca_sums[:, 10] += block.dtpercent.sum(axis=0)
             if self.ts.acquiring:
                 totals = roi_totals(self.rois, block.spectra, plan.first_bin)
                 self.ts.append(totals, block.count)
@@ -363,8 +371,9 @@ class Readout(threading.Thread):
         sca[:, 10] = block.dtpercent[-1]
         with self.lock:
             sums = self.sums.astype(np.float64)
+            sca_sums = self.sca_sums.copy()
             ts_point = self.ts.current
         return FrameSummary(run_id=plan.run_id, frames_read=read, frames_acquired=acquired,
                             frame_number=block.first_frame + block.count,
                             spectra=spectra, sca=sca, rois=roi_stats(self.rois, spectra),
-                            sums=sums, ts_point=ts_point)
+                            sums=sums, sca_sums=sca_sums, ts_point=ts_point)

@@ -256,6 +256,8 @@ class IocBase(Xsp3Group):
                 await ch.spectrum_sum.write(s.sums[i])
             for k in range(11):
                 await getattr(ch, f"sca{k}").write(float(s.sca[i, k]))
+                if s.sca_sums is not None:
+                    await getattr(ch, f"sca_sum{k}").write(float(s.sca_sums[i, k]))
             await ch.dt_factor.write(float(s.sca[i, 9]))
             await ch.dead_time.write(float(s.sca[i, 10]))
             for r, roi in enumerate(ch.rois):
@@ -474,6 +476,7 @@ class IocBase(Xsp3Group):
             await ch.spectrum_sum.write([0.0] * self.bins)
             for k in range(11):
                 await getattr(ch, f"sca{k}").write(0.0)
+                await getattr(ch, f"sca_sum{k}").write(0.0)
             await ch.dt_factor.write(1.0)
             await ch.dead_time.write(0.0)
             for roi in ch.rois:

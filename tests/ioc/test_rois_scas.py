@@ -160,3 +160,15 @@ def test_window_readback_is_what_the_sdk_holds(ioc):
     ioc.put("det1:C4_SCA6_HLM", 20)
     assert ioc.get("det1:C4_SCA6_LLM_RBV") == 10
     assert ioc.get("det1:C4_SCA6_HLM_RBV") == 20
+
+
+def test_sca_sums_cover_every_frame_since_erase(ioc):
+    ioc.put("det1:ERASE", 1)
+    blocks, _ = receive_run(ioc, 25)
+    scalers = np.concatenate([b.scalers for b in blocks])
+    factor = np.concatenate([b.dtfactor for b in blocks])
+    for k in (0, 3, 4, 5):
+        assert ioc.get(f"C2SCA:{k}:ValueSum_RBV") == float(scalers[:, 1, k].sum())
+    assert ioc.get("C2SCA:9:ValueSum_RBV") == pytest.approx(float(factor[:, 1].sum()))
+    ioc.put("det1:ERASE", 1)
+    assert ioc.get("C2SCA:3:ValueSum_RBV") == 0
