@@ -123,10 +123,12 @@ class SpectrumBuffers:
     bases; a base is free again when nothing but this pool refers to it: the
     stream's zero-copy zmq frames, queued file writes and the monitor's latest
     frame all hold Python references to the views, and each view to its base,
-    so CPython's reference count says exactly when a base is in use.
+    so CPython's reference count says exactly when a base is in use. At most
+    `keep` bases (8 x 8 MiB by default) are kept; blocks beyond that are plain
+    allocations, so the pool's memory is bounded and reached after a few runs.
     """
 
-    def __init__(self, keep: int = 16):
+    def __init__(self, keep: int = 8):
         self.keep = keep
         self._bases: list = []
         self._shape: tuple = ()
