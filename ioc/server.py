@@ -27,11 +27,13 @@ import numpy as np
 from caproto.server import SubGroup, pvproperty
 
 import xspress3
-from xspress3.driver import FrameSource, ItfgTrigMode, Xspress3, Xspress3Error, sim_controls
+from xspress3.driver import FrameSource, ItfgTrigMode, Xspress3, Xspress3Error
 from xspress3.writers.wire import SeriesStart, new_series_id, utc_now_iso
 
 from . import enums
-from .channel_pvs import NUM_ROIS, channel_group
+from .channel_logic import ChannelLogic
+from .channel_pvs import channel_group
+from .connection import ConnectionCommands
 from .detector_pvs import DetectorPVs
 from .file_pvs import FilePVs
 from .filewriter import FileCapture
@@ -80,8 +82,11 @@ class ActiveRun:
     started: float = field(default_factory=time.monotonic)
 
 
-class IocBase(Xsp3Group):
-    """Logic of the root group; `build_ioc_class` adds the subgroups."""
+class IocBase(ConnectionCommands, ChannelLogic, Xsp3Group):
+    """Logic of the root group; `build_ioc_class` adds the subgroups.
+
+    Connection commands and per-channel logic live in connection.py and
+    channel_logic.py (mixins); acquisition, settings and status live here."""
 
     def __init__(self, *args, options: IocOptions, driver: Optional[Xspress3] = None,
                  driver_error: str = "", **kwargs):
@@ -127,6 +132,13 @@ class IocBase(Xsp3Group):
         text = f"{pv.pvname.removeprefix(self.prefix)} rejected: {reason(exc)}"
         log.warning("%s", text)
         await self.det.status_message.write(text[:255])
+
+    async def _sdk(self, fn, *args):
+        try:
+            return await self.call(fn, *args)
+        except Xspress3Error as ex:
+            await self.status(str(ex))
+            raise PutRejected(str(ex)) from ex
 
     def _need_driver(self) -> Xspress3:
         if self.driver is None:
@@ -501,100 +513,6 @@ class IocBase(Xsp3Group):
     async def update_arrays(self) -> None:
         await self._post_time_series()
 
-    # ---- connection ------------------------------------------------------------------
-    async def connect(self) -> None:
-        if self._run is not None:
-            raise PutRejected("cannot reconnect while acquiring")
-        if self.driver is not None:
-            await self.call(self.driver.close)
-            self.driver = None
-        await self.status("Connecting", State.INITIALIZING)
-        try:
-            self.driver = await self.call(self.options.open_driver)
-        except Xspress3Error as ex:
-            self.driver_error = str(ex)
-            await self.det.connected.write("Disconnected")
-            await self.status(f"connect failed: {ex}", State.DISCONNECTED)
-            raise PutRejected(str(ex)) from ex
-        await self._describe_detector()
-        await self._apply_channel_settings()
-        await self.status("Connected", State.IDLE)
-
-    async def disconnect(self) -> None:
-        if self._run is not None:
-            await self.stop_run()
-        if self.driver is not None:
-            await self.call(self.driver.close)
-            self.driver = None
-        await self.det.connected.write("Disconnected")
-        await self.status("Disconnected", State.DISCONNECTED)
-
-    async def reset(self) -> None:
-        if self._run is not None:
-            await self.stop_run()
-        if self.driver is None:
-            await self.connect()
-            return
-        try:
-            await self.call(self.driver.stop)
-        except Xspress3Error as ex:
-            await self.status(f"reset failed: {ex}; try CONNECT", State.ERROR)
-            raise PutRejected(str(ex)) from ex
-        await self.status("Idle", State.IDLE)
-
-    def _directory(self, pv, name: str) -> str:
-        if not pv.value:
-            raise PutRejected(f"{name} is empty")
-        return pv.value
-
-    async def save_sdk_settings(self) -> None:
-        path = self._directory(self.det.config_save_path_rbv, "CONFIG_SAVE_PATH")
-        await self._sdk(self._need_driver().save_settings, path)
-        await self.status(f"Settings saved to {path}")
-
-    async def restore_sdk_settings(self) -> None:
-        path = self._directory(self.det.config_path_rbv, "CONFIG_PATH")
-        await self._sdk(self._need_driver().restore_settings, path)
-        await self._read_back_channel_settings()
-        await self.status(f"Settings restored from {path}")
-
-    async def _read_back_channel_settings(self) -> None:
-        d = self._need_driver()
-        for i, ch in enumerate(self.channels[:d.num_channels]):
-            thr = await self.call(d.get_good_threshold, i)
-            await ch.threshold.write(thr, verify_value=False)
-            await ch.threshold_rbv.write(thr)
-            for w in (0, 1):
-                low, high = await self.call(d.get_window, i, w)
-                for attr, value in ((f"win{w}_low", low), (f"win{w}_high", high)):
-                    await getattr(ch, attr).write(value, verify_value=False)
-                    await getattr(ch, attr + "_rbv").write(value)
-
-    async def _apply_channel_settings(self) -> None:
-        """Writes the channel settings held in PVs to a (re)connected detector."""
-        d = self.driver
-        for i, ch in enumerate(self.channels[:d.num_channels]):
-            try:
-                await self.call(d.set_good_threshold, i, int(ch.threshold_rbv.value))
-                for w in (0, 1):
-                    await self.call(d.set_window, i, w, int(getattr(ch, f"win{w}_low_rbv").value),
-                                    int(getattr(ch, f"win{w}_high_rbv").value))
-            except Xspress3Error as ex:
-                log.warning("channel %d settings not applied: %s", i + 1, ex)
-
-    async def sim_call(self, name: str, *args):
-        if name in ("inject_fault", "clear_faults"):
-            # library-wide: works while disconnected too (e.g. to fault the next connect)
-            target = sim_controls(self.options.library)
-        else:
-            target = self._need_driver().sim
-        if target is None:
-            raise PutRejected("the loaded library is not the simulator")
-        try:
-            return await self.call(getattr(target, name), *args)
-        except Xspress3Error as ex:
-            raise PutRejected(str(ex)) from ex
-
     # ---- settings --------------------------------------------------------------------
     def setting_changed(self) -> None:
         self.settings.schedule_save()
@@ -653,112 +571,6 @@ class IocBase(Xsp3Group):
         elif attr == "array_counter":
             await det.array_counter_rbv.write(value)
         return value
-
-    async def channel_setting(self, ch, attr: str, value: Any) -> Any:
-        index = ch.number - 1
-        if attr == "event_width":
-            return value
-        d = self.driver
-        if attr == "threshold":
-            if d is None:
-                return value
-            await self._sdk(d.set_good_threshold, index, int(value))
-            return await self._sdk(d.get_good_threshold, index)   # what the SDK holds
-        # window limits: win{w}_low / win{w}_high
-        w = int(attr[3])
-        low = int(value) if attr.endswith("low") else int(getattr(ch, f"win{w}_low_rbv").value)
-        high = int(value) if attr.endswith("high") else int(getattr(ch, f"win{w}_high_rbv").value)
-        if low > high:
-            raise PutRejected(f"window {w + 1}: low limit {low} above high limit {high}")
-        if d is None:
-            return value
-        await self._sdk(d.set_window, index, w, low, high)
-        low, high = await self._sdk(d.get_window, index, w)
-        return low if attr.endswith("low") else high
-
-    async def _sdk(self, fn, *args):
-        try:
-            return await self.call(fn, *args)
-        except Xspress3Error as ex:
-            await self.status(str(ex))
-            raise PutRejected(str(ex)) from ex
-
-    async def roi_setting(self, roi, attr: str, value: Any) -> Any:
-        ch, r = roi.channel - 1, roi.index - 1
-        lo, size = int(roi.min_x_rbv.value), int(roi.size_x_rbv.value)
-        use, bgd = roi.use_rbv.value == "Yes", int(roi.bgd_width_rbv.value)
-        if attr == "min_x":
-            lo = int(value)
-            if lo >= self.bins:
-                raise PutRejected(f"MinX must be below {self.bins}")
-            size = min(int(roi.size_x.value), self.bins - lo)
-            await roi.size_x_rbv.write(size)
-        elif attr == "size_x":
-            size = value = min(int(value), self.bins - lo)
-        elif attr == "use":
-            use = value == "Yes"
-        elif attr == "bgd_width":
-            bgd = int(value)
-        self._rois = self._rois.with_roi(ch, r, lo=lo, hi=lo + size, use=use, bgd=bgd)
-        self.readout.rois = self._rois
-        return value
-
-    # ---- time series -------------------------------------------------------------------
-    def _start_time_series(self) -> None:
-        ts = self.readout.ts
-        with self.readout.lock:
-            if not ts.acquiring:
-                ts.erase()
-                ts.acquiring = True
-                ts.manual = False
-
-    def _stop_time_series(self) -> None:
-        ts = self.readout.ts
-        with self.readout.lock:
-            if not ts.manual:
-                ts.acquiring = False
-
-    async def ts_num_points(self, ch, value: int) -> int:
-        """One time-series length for all channels (they record the same frames)."""
-        if self.readout.ts.acquiring:
-            raise PutRejected("cannot change TSNumPoints while the time series is recording")
-        with self.readout.lock:
-            self.readout.ts.points = int(value)
-            self.readout.ts.erase()
-        for other in self.channels:
-            if other is not ch:
-                await other.ts_num_points.write(int(value), verify_value=False)
-        return value
-
-    async def ts_control(self, ch, value) -> Any:
-        ts = self.readout.ts
-        with self.readout.lock:
-            if value == "Erase/Start":
-                ts.erase()
-                ts.acquiring, ts.manual = True, True
-            elif value == "Start":
-                ts.acquiring, ts.manual = True, True
-            elif value == "Stop":
-                ts.acquiring, ts.manual = False, False
-        await self._post_time_series()
-        return value
-
-    async def _post_time_series(self) -> None:
-        ts = self.readout.ts
-        with self.readout.lock:
-            current = ts.current
-            acquiring = ts.acquiring
-            arrays = {key: arr[:current].copy() for key, arr in ts.data.items()}
-        for i, ch in enumerate(self.channels):
-            await ch.ts_current_point.write(current)
-            await ch.ts_acquiring.write("Acquiring" if acquiring else "Done")
-            for r in range(NUM_ROIS):
-                arr = arrays.get((i, r))
-                roi = ch.rois[r]
-                if arr is not None:
-                    await roi.ts_total.write(arr if arr.size else [0.0])
-                elif current == 0 and len(roi.ts_total.value) > 1:
-                    await roi.ts_total.write([0.0])
 
     # ---- file writing ----------------------------------------------------------------
     async def file_setting(self, attr: str, value: Any) -> Any:
