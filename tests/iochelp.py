@@ -5,6 +5,7 @@ monitor ports on 127.0.0.1, so tests can run in parallel without colliding.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -264,6 +265,17 @@ def _value(resp):
     if len(data) == 1:
         return data[0].item() if hasattr(data[0], "item") else data[0]
     return data
+
+
+@contextlib.contextmanager
+def running_ioc(tmp: Path, **kwargs):
+    """An IOC subprocess for a fixture: started, yielded, stopped; a non-zero exit fails."""
+    proc = IocProcess(tmp, **kwargs).start()
+    try:
+        yield proc
+    finally:
+        rc = proc.stop()
+    assert rc == 0, proc.output()[-4000:]
 
 
 def epics_tool(name: str) -> list:

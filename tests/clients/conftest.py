@@ -9,16 +9,13 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # iochelp; clienthelp and the client scripts
 
-from iochelp import IocProcess  # noqa: E402
+from iochelp import running_ioc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def client_ioc(tmp_path_factory):
     """A 4-channel simulated IOC for one module of client tests."""
-    proc = IocProcess(tmp_path_factory.mktemp("client-ioc"), channels=4, monitor=False,
-                      stream=False)
-    proc.start()
-    yield proc
-    rc = proc.stop()
-    assert rc == 0, proc.output()[-4000:]
+    with running_ioc(tmp_path_factory.mktemp("client-ioc"), channels=4, monitor=False,
+                     stream=False) as proc:
+        yield proc
 

@@ -9,15 +9,12 @@ import pytest
 TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
-from iochelp import IocProcess  # noqa: E402
+from iochelp import running_ioc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def live_ioc(tmp_path_factory):
     """A 4-channel simulated IOC (the channel count the checked-in screens show)."""
-    proc = IocProcess(tmp_path_factory.mktemp("docs-ioc"), channels=4, monitor=False,
-                      stream=False)
-    proc.start()
-    yield proc
-    rc = proc.stop()
-    assert rc == 0, proc.output()[-4000:]
+    with running_ioc(tmp_path_factory.mktemp("docs-ioc"), channels=4, monitor=False,
+                     stream=False) as proc:
+        yield proc
