@@ -145,25 +145,25 @@ def test_run_longer_than_frame_memory_delivers_every_frame_in_order(tmp_path):
 
 
 def test_sigterm_mid_acquisition_closes_everything_and_exits_0(tmp_path):
-    ioc = IocProcess(tmp_path, monitor=False).start()
-    ioc.put("det1:NumImages", 1000000)
-    ioc.put("det1:AcquireTime", 0.001)
-    ioc.put("HDF1:FilePath", str(tmp_path))
-    ioc.put("HDF1:FileName", "term")
-    ioc.put("HDF1:NumCapture", 0)
-    ioc.put("HDF1:Capture", 1, wait=False)
-    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=10)
-    path = ioc.get("HDF1:FullFileName_RBV")
-    ioc.put("det1:Acquire", 1, wait=False)
-    ioc.wait_for("HDF1:NumCaptured_RBV", lambda v: v > 50, timeout=30)
-    rc = ioc.stop(signal.SIGTERM)
-    assert rc == 0, ioc.output()[-3000:]
-    out = ioc.output()
-    assert "stopped" in out and "Traceback" not in out
-    with h5py.File(path, "r") as f:
-        frames = f["/entry/instrument/detector/data"].shape[0]
-        assert frames > 50
-        assert bool(f["/entry/instrument/detector/complete"][()]) is True
+    with IocProcess(tmp_path, monitor=False) as ioc:   # __exit__ stops it if a step fails
+        ioc.put("det1:NumImages", 1000000)
+        ioc.put("det1:AcquireTime", 0.001)
+        ioc.put("HDF1:FilePath", str(tmp_path))
+        ioc.put("HDF1:FileName", "term")
+        ioc.put("HDF1:NumCapture", 0)
+        ioc.put("HDF1:Capture", 1, wait=False)
+        ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=10)
+        path = ioc.get("HDF1:FullFileName_RBV")
+        ioc.put("det1:Acquire", 1, wait=False)
+        ioc.wait_for("HDF1:NumCaptured_RBV", lambda v: v > 50, timeout=30)
+        rc = ioc.stop(signal.SIGTERM)
+        assert rc == 0, ioc.output()[-3000:]
+        out = ioc.output()
+        assert "stopped" in out and "Traceback" not in out
+        with h5py.File(path, "r") as f:
+            frames = f["/entry/instrument/detector/data"].shape[0]
+            assert frames > 50
+            assert bool(f["/entry/instrument/detector/complete"][()]) is True
 
 
 def test_overrun_is_flagged_never_silent(tmp_path):

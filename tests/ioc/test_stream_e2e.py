@@ -197,19 +197,18 @@ def test_full_rate_stream_keeps_every_frame_intact(tmp_path):
     later one. Each frame's ALL_GOOD scaler (read separately) must equal its spectrum sum.
     Frame memory holds the whole run, so the detector never overruns and back-pressure
     from the consumers is what is exercised."""
-    from iochelp import IocProcess
-    ioc = IocProcess(tmp_path, frames_memory=32768, monitor=True).start()
-    received = tmp_path / "received"
-    received.mkdir()
-    proc = start_receiver(ioc, received, "--max-series", "1")
-    builtin = capture_and_run(ioc, tmp_path, "fast", 20000, exposure=0.00002)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    (rfile,) = wait_files(received, 1)
-    for path in (rfile, builtin):
-        contents = layout.read_frames(path)
-        assert contents.count == 20000
-        np.testing.assert_array_equal(contents.frame_numbers, np.arange(20000))
-        np.testing.assert_array_equal(contents.scalers[:, :, 4], contents.spectra.sum(axis=2))
-    assert ioc.get("det1:StreamFramesLost_RBV") == 0
-    assert ioc.stop() == 0
+    from iochelp import running_ioc
+    with running_ioc(tmp_path, frames_memory=32768, monitor=True) as ioc:
+        received = tmp_path / "received"
+        received.mkdir()
+        proc = start_receiver(ioc, received, "--max-series", "1")
+        builtin = capture_and_run(ioc, tmp_path, "fast", 20000, exposure=0.00002)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        (rfile,) = wait_files(received, 1)
+        for path in (rfile, builtin):
+            contents = layout.read_frames(path)
+            assert contents.count == 20000
+            np.testing.assert_array_equal(contents.frame_numbers, np.arange(20000))
+            np.testing.assert_array_equal(contents.scalers[:, :, 4], contents.spectra.sum(axis=2))
+        assert ioc.get("det1:StreamFramesLost_RBV") == 0
