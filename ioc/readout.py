@@ -164,8 +164,6 @@ class Readout(threading.Thread):
         self._plans: queue.Queue = queue.Queue()
         self._stop_run = threading.Event()
         self._shutdown = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
         self.consumers: list = list(consumers or [])
         self.monitor = None            # object with update(block); latest frame on request
         self.poll_s = poll_s
@@ -179,20 +177,12 @@ class Readout(threading.Thread):
 
     # ---- called from the event loop -------------------------------------------------
     def begin(self, driver, plan: RunPlan) -> None:
-        self._idle.clear()
         self._stop_run.clear()
         self._plans.put((driver, plan))
 
     def request_stop(self) -> None:
         """Finish the run after reading the frames the detector completed."""
         self._stop_run.set()
-
-    def wait_idle(self, timeout: float) -> bool:
-        return self._idle.wait(timeout)
-
-    @property
-    def idle(self) -> bool:
-        return self._idle.is_set()
 
     def shutdown(self) -> None:
         self._shutdown.set()
@@ -218,7 +208,6 @@ class Readout(threading.Thread):
             except Exception as ex:  # report, never die: the IOC must keep running
                 log.exception("readout failed")
                 end = RunEnd(plan.run_id, "error", f"readout failed: {ex}", 0)
-            self._idle.set()
             self._publish(end)
 
     def _run(self, driver, plan: RunPlan) -> RunEnd:

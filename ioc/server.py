@@ -79,7 +79,6 @@ class ActiveRun:
     stop_requested: bool = False
     ended: Optional[RunEnd] = None
     series_id: str = ""
-    started: float = field(default_factory=time.monotonic)
 
 
 class IocBase(ConnectionCommands, ChannelLogic, Xsp3Group):
@@ -144,10 +143,6 @@ class IocBase(ConnectionCommands, ChannelLogic, Xsp3Group):
         if self.driver is None:
             raise PutRejected("detector not connected (use det1:CONNECT)")
         return self.driver
-
-    @property
-    def busy(self) -> bool:
-        return self._run is not None
 
     # ---- startup -----------------------------------------------------------------------
     async def startup(self, async_lib) -> None:
@@ -421,8 +416,8 @@ class IocBase(ConnectionCommands, ChannelLogic, Xsp3Group):
             detail = "; ".join(f"{k}: {v} frames" for k, v in end.lost.items())
             message = f"{message} ({detail})"
         if self.stream is not None:
-            summary = await asyncio.to_thread(self.stream.end_series, state)
-            await self._post_stream_stats(summary)
+            await asyncio.to_thread(self.stream.end_series, state)   # sends the end message
+            await self._post_stream_stats()
         await self.files.end_run(state)
         self._stop_time_series()
         await self._post_time_series()
@@ -464,7 +459,7 @@ class IocBase(ConnectionCommands, ChannelLogic, Xsp3Group):
                           "IN_WINDOW0", "IN_WINDOW1", "PILEUP", "TOTAL_TICKS"],
             event_width=[float(w) for w in plan.event_width], start_time=utc_now_iso())
 
-    async def _post_stream_stats(self, summary=None) -> None:
+    async def _post_stream_stats(self) -> None:
         if self.stream is None:
             return
         stats = self.stream.stats()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import h5py
 import numpy as np
