@@ -40,7 +40,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (FRAME_BYTES, CpuWatch, Receiver, RssSampler, dump, machine,  # noqa: E402
+from harness import (FRAME_BYTES, CpuWatch, Receiver, RssSampler, ca_repeater, dump, machine,  # noqa: E402
                      percentile, start_ioc)
 
 HERE = Path(__file__).resolve().parent
@@ -550,4 +550,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with ca_repeater():   # its own, so no repeater outlives the run holding our stdout
+        sys.exit(main())

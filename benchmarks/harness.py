@@ -25,9 +25,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from iochelp import IocProcess  # noqa: E402  (tests/ is put on the path just above)
+from iochelp import IocProcess, ca_repeater  # noqa: E402  (tests/ is put on the path just above)
 
-__all__ = ["IocProcess", "Receiver", "Summary", "RssSampler", "machine", "percentile", "start_ioc"]
+__all__ = ["IocProcess", "ca_repeater", "Receiver", "Summary", "RssSampler", "machine", "percentile", "start_ioc"]
 
 FRAME_BYTES = 4 * 4096 * 4   # spectra of one frame: 4 channels x 4096 bins x uint32
 

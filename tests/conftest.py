@@ -6,7 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from iochelp import ca_repeater
 from xspress3.driver import Xspress3, sim_controls
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_ca_repeater() -> Iterator[None]:
+    """One CA repeater for the session, detached from pytest's output (see ca_repeater)."""
+    with ca_repeater():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,45 @@ def free_ca_port() -> int:
     raise RuntimeError("no free CA port")
 
 
+def _repeater_port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+        return False
+
+
+@contextlib.contextmanager
+def ca_repeater(timeout: float = 10.0):
+    """Keep a CA repeater running for the duration, started with its stdio on
+    /dev/null. Why: every CA client (caproto's, libca in pyepics and caget)
+    spawns a repeater when none runs, and that process inherits the client's
+    stdout/stderr and outlives it, so whoever reads those pipes to EOF (pytest
+    under CI, a test capturing a script's output) waits for ever."""
+    port = int(os.environ.get("EPICS_CA_REPEATER_PORT", "5065"))
+    if _repeater_port_taken(port):     # one runs already (another IOC's, or a previous run's)
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, "-m", "caproto.commandline.repeater", "--quiet"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not _repeater_port_taken(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"CA repeater did not start (exit code {proc.poll()})")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def random_prefix() -> str:
     return "T" + "".join(random.choices(string.ascii_uppercase, k=8)) + ":"
 
@@ -130,10 +169,12 @@ class IocProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"IOC exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                # the sync client searches afresh each call (the threading client would back off)
+                # the sync client searches afresh each call (the threading client would back off).
+                # repeater=False everywhere: a repeater it spawns would inherit our stdout/stderr
+                # and hold the pipes of whoever runs us open for good (a CI hang seen here)
                 from caproto.sync import client as sync
                 self._ca()
-                state = sync.read(self.pv("det1:DetectorState_RBV"), timeout=0.5,
+                state = sync.read(self.pv("det1:DetectorState_RBV"), timeout=0.5, repeater=False,
                                   data_type=ChannelType.STRING).data[0].decode()
                 if state in ("Idle", "Disconnected", "Error"):
                     return self
@@ -234,9 +275,9 @@ class IocProcess:
         from caproto.sync import client as sync
         self._ca()
         if isinstance(value, str):
-            return sync.write(self.pv(suffix), [value], notify=True, timeout=timeout,
+            return sync.write(self.pv(suffix), [value], notify=True, timeout=timeout, repeater=False,
                               data_type=ChannelType.STRING)
-        return sync.write(self.pv(suffix), value, notify=True, timeout=timeout)
+        return sync.write(self.pv(suffix), value, notify=True, timeout=timeout, repeater=False)
 
     def wait_for(self, suffix: str, predicate, timeout: float = 30.0, interval: float = 0.05):
         deadline = time.monotonic() + timeout
