@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .channel_pvs import NUM_ROIS
+from .channel_pvs import NUM_ROIS, NUM_SCAS
 from .pvtypes import PutRejected
 
 
@@ -75,21 +75,70 @@ class ChannelLogic:
             self.readout.ts.points = int(value)
             self.readout.ts.erase()
         for other in self.channels:
-            if other is not ch:
-                await other.ts_num_points.write(int(value), verify_value=False)
+            for pv in (other.ts_num_points, other.sca_ts_num_points):
+                if pv.value != int(value):
+                    await pv.write(int(value), verify_value=False)
+        await self._post_time_series()
+        return value
+
+    async def ts_acquire_mode(self, instance, value) -> Any:
+        if self.readout.ts.acquiring:
+            raise PutRejected("cannot change TSAcquireMode while the time series is recording")
+        with self.readout.lock:
+            self.readout.ts.circular = value == "Circ. buffer"
+            self.readout.ts.erase()
+        for ch in self.channels:
+            if ch.sca_ts_acquire_mode is not instance:
+                await ch.sca_ts_acquire_mode.write(value, verify_value=False)
+        await self._post_time_series()
         return value
 
     async def ts_control(self, ch, value) -> Any:
+        self._control_time_series(value)
+        await self._post_time_series()
+        return value
+
+    def _control_time_series(self, action: str) -> None:
         ts = self.readout.ts
         with self.readout.lock:
-            if value == "Erase/Start":
+            if action == "Erase/Start":
                 ts.erase()
                 ts.acquiring, ts.manual = True, True
-            elif value == "Start":
+            elif action == "Start":
                 ts.acquiring, ts.manual = True, True
-            elif value == "Stop":
+            elif action == "Stop":
                 ts.acquiring, ts.manual = False, False
+
+    async def sca_ts_acquire(self, instance, value) -> Any:
+        """C{n}SCA:TS:TSAcquire: 1 erases and starts (as TSControl Erase/Start), 0 stops."""
+        self._control_time_series("Erase/Start" if value in ("Acquire", 1) else "Stop")
         await self._post_time_series()
+        return "Acquire" if self.readout.ts.acquiring else "Done"
+
+    async def time_series_read(self, instance, value) -> Any:
+        await self._post_time_series()
+        return value if isinstance(value, int) else "Done"
+
+    async def reset_roi_stats(self, instance, value) -> str:
+        for roi in instance.group.rois:
+            for pv in (roi.total, roi.net, roi.min_value, roi.max_value, roi.mean_value):
+                if pv.value != 0.0:
+                    await pv.write(0.0)
+        return "Done"
+
+    async def reset_sca_sums(self, instance, value) -> str:
+        ch = instance.group
+        with self.readout.lock:
+            if self.readout.sca_sums is not None and ch.number <= self.readout.sca_sums.shape[0]:
+                self.readout.sca_sums[ch.number - 1] = 0.0
+        for k in range(NUM_SCAS):
+            await getattr(ch, f"sca_sum{k}").write(0.0)
+        return "Done"
+
+    async def sca_attr_name(self, instance, value) -> str:
+        rbv = getattr(instance.group, instance.pvspec.attr + "_rbv")
+        if value != rbv.value:
+            raise PutRejected(f"attribute names are fixed here: {instance.pvname} is {rbv.value!r}")
         return value
 
     async def _post_time_series(self) -> None:
@@ -97,15 +146,26 @@ class ChannelLogic:
         with self.readout.lock:
             current = ts.current
             acquiring = ts.acquiring
-            arrays = {key: arr[:current].copy() for key, arr in ts.data.items()}
+            arrays = {key: ts.ordered(arr) for key, arr in ts.data.items()}
+            sca = ts.ordered(ts.sca) if ts.sca is not None else None
         for i, ch in enumerate(self.channels):
-            await ch.ts_current_point.write(current)
-            await ch.ts_acquiring.write("Acquiring" if acquiring else "Done")
+            for pv, value in ((ch.ts_current_point, current), (ch.sca_ts_current_point, current),
+                              (ch.ts_acquiring, "Acquiring" if acquiring else "Done"),
+                              (ch.sca_ts_acquiring, "Acquiring" if acquiring else "Done"),
+                              (ch.sca_ts_acquire, "Acquire" if acquiring else "Done")):
+                if pv.value != value:
+                    await pv.write(value, verify_value=False)
             for r in range(NUM_ROIS):
-                arr = arrays.get((i, r))
-                roi = ch.rois[r]
-                if arr is not None:
-                    await roi.ts_total.write(arr if arr.size else [0.0])
-                elif current == 0 and len(roi.ts_total.value) > 1:
-                    await roi.ts_total.write([0.0])
+                await _post_series(ch.rois[r].ts_total, arrays.get((i, r)), current)
+            for k in range(NUM_SCAS):
+                column = sca[:, i, k] if sca is not None and i < sca.shape[1] else None
+                await _post_series(getattr(ch, f"sca_ts{k}"), column, current)
+                await _post_series(getattr(ch, f"sca_ts_series{k}"), column, current)
 
+
+async def _post_series(pv, values, current: int) -> None:
+    """Post one time-series waveform; an empty series reads as one 0 (CA has no empty arrays)."""
+    if values is not None:
+        await pv.write(values if values.size else [0.0])
+    elif current == 0 and len(pv.value) > 1:
+        await pv.write([0.0])

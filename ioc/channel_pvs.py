@@ -12,8 +12,10 @@ import functools
 from caproto import ChannelType
 from caproto.server import SubGroup, pvproperty
 
+from xspress3.writers.layout import NDATTR_SUFFIXES, ndattribute_name
+
 from . import enums
-from .pvtypes import Xsp3Group, enum_pv, setting
+from .pvtypes import Xsp3Group, enum_pv, root_putter, setting, text_pv
 
 NUM_ROIS = 48
 NUM_SCAS = len(enums.SCA_NAMES)
@@ -125,10 +127,60 @@ def channel_group(n: int, bins: int, ts_points: int):
                                  doc="Whether the time series is recording.")
     ns["roi_enable_callbacks"] = enum_pv(f"MCA{n}ROI:EnableCallbacks", enums.DISABLE_ENABLE, 1,
                                          doc="Accepted (no-op).")
+    ns["ts_read"] = pvproperty(name=f"MCA{n}ROI:TSRead", value=0, put=root_putter("time_series_read"),
+                               units="n/a", doc="Any write posts the time-series waveforms now "
+                                                "(they are also posted when a run ends).")
+    ns["roi_reset_all"] = enum_pv(f"MCA{n}ROI:ResetAll", enums.RESET, 0, put=root_putter("reset_roi_stats"),
+                                  doc="Any write zeroes this channel's ROI Total/Net/Min/Max/Mean readbacks.")
+    ns.update(_sca_time_series(n, ts_points))
     for r in range(1, NUM_ROIS + 1):
         ns[f"roi{r}"] = SubGroup(_roi_class(ts_points), prefix=f"MCA{n}ROI:{r}:", channel=n,
                                  index=r, doc=f"ROI {r} of channel {n}.")
     return type(f"Channel{n}PVs", (_ChannelBase,), ns)
+
+
+def _sca_time_series(n: int, ts_points: int) -> dict:
+    """The NDAttribute-style SCA PVs (C{n}SCA:) and their time series (C{n}SCA:TS:).
+
+    They share the one time series of the IOC with the ROIs (see readout.TimeSeries),
+    so TSAcquire here and MCA{n}ROI:TSControl drive the same recording.
+    """
+    ns: dict = {}
+    ns["sca_enable_callbacks"] = enum_pv(f"C{n}SCA:EnableCallbacks", enums.DISABLE_ENABLE, 1,
+                                         doc="Accepted (no-op).")
+    ns["sca_reset"] = enum_pv(f"C{n}SCA:Reset", enums.RESET, 0, put=root_putter("reset_sca_sums"),
+                              doc="Any write zeroes this channel's C{n}SCA:{k}:ValueSum_RBV.")
+    for k, (suffix, units) in enumerate(zip(NDATTR_SUFFIXES, SCA_UNITS)):
+        name = ndattribute_name(n, suffix)
+        ns[f"sca_attr{k}"] = text_pv(f"C{n}SCA:{k}:AttrName", name, put=root_putter("sca_attr_name"),
+                                     doc="Name of the attribute (as in the HDF5 NDAttributes group); "
+                                         "fixed: a put of another name is rejected.")
+        ns[f"sca_attr{k}_rbv"] = text_pv(f"C{n}SCA:{k}:AttrName_RBV", name, read_only=True,
+                                         doc="Readback of AttrName.")
+        for attr, pvname in ((f"sca_ts{k}", f"C{n}SCA:{k}:TSArrayValue"),
+                             (f"sca_ts_series{k}", f"C{n}SCA:TS:{k}:TimeSeries")):
+            ns[attr] = pvproperty(name=pvname, value=[0.0], dtype=float, max_length=ts_points,
+                                  read_only=True, units=units, max_subscription_backlog=WAVEFORM_BACKLOG,
+                                  doc=f"{enums.SCA_NAMES[k]} of every frame of the time series.")
+    ns["sca_ts_acquire"] = enum_pv(f"C{n}SCA:TS:TSAcquire", enums.TS_ACQUIRE, 0,
+                                   put=root_putter("sca_ts_acquire"),
+                                   doc="1 erases and starts the time series, 0 stops it; reads 1 "
+                                       "while it records. The put completes at once.")
+    ns["sca_ts_num_points"] = pvproperty(name=f"C{n}SCA:TS:TSNumPoints", value=ts_points,
+                                         lower_ctrl_limit=1, upper_ctrl_limit=ts_points, units="frames",
+                                         put=_ts_num_points_put,
+                                         doc="Same as MCA{n}ROI:TSNumPoints (one series for all).")
+    ns["sca_ts_current_point"] = pvproperty(name=f"C{n}SCA:TS:TSCurrentPoint", value=0, read_only=True,
+                                            units="frames", doc="Points held.")
+    ns["sca_ts_acquiring"] = enum_pv(f"C{n}SCA:TS:TSAcquiring", enums.TS_ACQUIRING, 0, read_only=True,
+                                     doc="Whether the time series is recording.")
+    ns["sca_ts_read"] = enum_pv(f"C{n}SCA:TS:TSRead", enums.TS_READ, 0, put=root_putter("time_series_read"),
+                                doc="Any write posts the time-series waveforms now.")
+    ns["sca_ts_acquire_mode"] = enum_pv(f"C{n}SCA:TS:TSAcquireMode", enums.TS_ACQUIRE_MODES, 0,
+                                        put=root_putter("ts_acquire_mode"),
+                                        doc="Fixed length: stop when TSNumPoints frames are held; "
+                                            "Circ. buffer: keep the newest TSNumPoints frames.")
+    return ns
 
 
 async def _ts_num_points_put(group, instance, value):

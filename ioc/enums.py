@@ -34,6 +34,10 @@ GATE = ("Closed", "Open")
 
 TS_CONTROL = ("Erase/Start", "Start", "Stop", "Read")
 TS_ACQUIRING = ("Done", "Acquiring")
+TS_ACQUIRE = ("Done", "Acquire")
+TS_READ = ("Done", "Read")
+TS_ACQUIRE_MODES = ("Fixed length", "Circ. buffer")
+RESET = ("Done", "Reset")
 
 FILE_WRITE_MODES = ("Single", "Capture", "Stream")
 CAPTURE = ("Done", "Capture")

@@ -88,31 +88,64 @@ class RunEnd:
 
 @dataclass
 class TimeSeries:
-    """Per-frame ROI totals of the channels' used ROIs (MCA{n}ROI:{r}:TSTotal)."""
+    """Per-frame values of the frames recorded while the time series runs: the
+    totals of the used ROIs (MCA{n}ROI:{r}:TSTotal) and the 11 SCA values of every
+    channel (C{n}SCA:{k}:TSArrayValue, C{n}SCA:TS:{k}:TimeSeries).
+
+    One series serves all of them, so they always cover the same frames. In
+    fixed-length mode recording stops when `points` frames are held; in circular
+    mode it goes on and keeps the newest `points` frames.
+    """
     points: int
-    current: int = 0
+    written: int = 0             # frames recorded since the last erase
     acquiring: bool = False
     manual: bool = False
+    circular: bool = False
     data: dict = field(default_factory=dict)   # (channel index, roi index) -> array(points)
+    sca: Optional[np.ndarray] = None           # (points, channels, 11)
+
+    @property
+    def current(self) -> int:
+        """Points held (TSCurrentPoint)."""
+        return min(self.written, self.points)
 
     def erase(self) -> None:
-        self.current = 0
+        self.written = 0
         self.data.clear()
+        self.sca = None
 
-    def append(self, totals: dict, n: int) -> None:
-        """totals: (ch, r) -> array of n frame totals; frames past `points` are not kept."""
+    def _slots(self, n: int) -> tuple[np.ndarray, slice]:
+        """Where the next n frames go (positions in the arrays) and which of them are kept."""
+        if not self.circular:
+            take = max(0, min(self.points - self.written, n))
+            return np.arange(self.written, self.written + take), slice(0, take)
+        keep = min(n, self.points)
+        return (self.written + n - keep + np.arange(keep)) % self.points, slice(n - keep, n)
+
+    def append(self, totals: dict, sca: np.ndarray) -> None:
+        """totals: (ch, r) -> array of n frame totals; sca: (n, channels, 11)."""
         if not self.acquiring:
             return
-        room = max(0, self.points - self.current)
-        take = min(room, n)
+        n = sca.shape[0]
+        where, kept = self._slots(n)
+        if self.sca is None or self.sca.shape[1:] != sca.shape[1:]:
+            self.sca = np.zeros((self.points,) + sca.shape[1:])
+        self.sca[where] = sca[kept]
         for key, values in totals.items():
             arr = self.data.get(key)
             if arr is None:
                 arr = self.data[key] = np.zeros(self.points)
-            arr[self.current:self.current + take] = values[:take]
-        self.current += take
-        if self.current >= self.points:
+            arr[where] = values[kept]
+        self.written += n if self.circular else where.size
+        if not self.circular and self.written >= self.points:
             self.acquiring = False
+
+    def ordered(self, arr: np.ndarray) -> np.ndarray:
+        """The held points of one array, oldest first (a copy)."""
+        if self.written <= self.points:
+            return arr[:self.written].copy()
+        head = self.written % self.points
+        return np.concatenate((arr[head:], arr[:head]))
 
 
 class SpectrumBuffers:
@@ -320,7 +353,12 @@ class Readout(threading.Thread):
             self.sca_sums[:, 10] += block.dtpercent.sum(axis=0)
             if self.ts.acquiring:
                 totals = roi_totals(self.rois, block.spectra, plan.first_bin)
-                self.ts.append(totals, block.count)
+                sca = np.empty((block.count, plan.channels, 11))
+                sca[:, :, :8] = block.scalers[:, :, :8]
+                sca[:, :, 8] = plan.event_width
+                sca[:, :, 9] = block.dtfactor
+                sca[:, :, 10] = block.dtpercent
+                self.ts.append(totals, sca)
 
     def _deliver(self, driver, plan: RunPlan, block: FrameBlock, read: int, lost: dict) -> None:
         if self.monitor is not None:

@@ -275,7 +275,9 @@ class IocBase(ConnectionCommands, ChannelLogic, Xsp3Group):
                     await roi.min_value.write(float(vmin))
                     await roi.max_value.write(float(vmax))
                     await roi.mean_value.write(float(mean))
-            await ch.ts_current_point.write(s.ts_point)
+            if ch.ts_current_point.value != s.ts_point:
+                await ch.ts_current_point.write(s.ts_point)
+                await ch.sca_ts_current_point.write(s.ts_point)
 
     # ---- acquisition -------------------------------------------------------------------
     async def acquire_put(self, instance, value) -> str:
@@ -500,7 +502,7 @@ class IocBase(ConnectionCommands, ChannelLogic, Xsp3Group):
         await self._zero_counters()
         for ch in self.channels:
             await ch.spectrum.write([0.0] * self.bins)
-            await ch.ts_current_point.write(0)
+        await self._post_time_series()
         await self.det.array_counter.write(0, verify_value=False)
         await self.det.array_counter_rbv.write(0)
         await self.status("Erased Data")
