@@ -62,6 +62,13 @@ def generic_name(suffix: str) -> str:
     return suffix
 
 
+def generic_text(text: str) -> str:
+    """Channel-1 names quoted inside a description, generalised like generic_name."""
+    for pattern, replacement in _CHANNEL_NAME_RULES:
+        text = re.sub(r"(?<![\w{:])" + pattern.pattern.lstrip("^"), replacement, text)
+    return text
+
+
 @dataclass
 class PvRow:
     name: str
@@ -101,7 +108,7 @@ def describe(pv, suffix: str) -> PvRow:
     if pv.data_type == ChannelType.ENUM:
         choices = ", ".join(f"{i} {s}" for i, s in enumerate(pv.enum_strings))
     return PvRow(name=generic_name(suffix), type=kind, access="RO" if spec.read_only else "RW",
-                 units=units, limits=limits, choices=choices, doc=spec.doc or "")
+                 units=units, limits=limits, choices=choices, doc=generic_text(spec.doc or ""))
 
 
 @dataclass
