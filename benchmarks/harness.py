@@ -195,7 +195,7 @@ class RssSampler:
                 values = [min(inside, key=lambda tv: abs(tv[0] - (t0 + a * span)))[1]]
             return float(np.median(values))
 
-        early, late = median_between(0.10, 0.15), median_between(0.95, 1.0)
+        early, middle, late = median_between(0.10, 0.15), median_between(0.50, 0.55), median_between(0.95, 1.0)
         series, last = [], -1.0
         for t, v in inside:
             if t - last >= 0.25:
@@ -206,6 +206,8 @@ class RssSampler:
         return {"samples": len(inside), "rss_10pct_mb": early / 2**20, "rss_end_mb": late / 2**20,
                 "rss_peak_mb": max(v for _, v in inside) / 2**20,
                 "growth_pct": 100.0 * (late - early) / early,
+                "rss_50pct_mb": middle / 2**20,
+                "growth_2nd_half_pct": 100.0 * (late - middle) / middle,
                 "trend_mb_per_s": trend,   # least-squares slope over 10..100 %: a leak shows as a steady rise
                 "series": series}
 

@@ -17,7 +17,8 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-from soak import TICKS_PER_S, Checker  # noqa: E402
+from harness import RssSampler  # noqa: E402
+from soak import TICKS_PER_S, Checker, rss_violations  # noqa: E402
 
 from xspress3.writers import wire  # noqa: E402
 
@@ -85,3 +86,20 @@ def test_soak_checker_flags_gaps_duplicates_and_stale_frames(firsts, stale, expe
         assert record.problems == []
     else:
         assert len(record.problems) == 1 and expected in record.problems[0]
+
+
+def _growth(mb_at) -> dict:
+    """RssSampler.growth of a made-up process whose RSS at time t (0..100 s) is mb_at(t)."""
+    sampler = RssSampler.__new__(RssSampler)
+    sampler.samples = [(float(t), {"p": mb_at(t) * 2**20}) for t in range(101)]
+    return sampler.growth("p", 0.0, 100.0)
+
+
+@pytest.mark.parametrize("mb_at, flat", [
+    (lambda t: 66.0, True),
+    (lambda t: 66.0 + min(t, 35) * 0.12, True),      # allocator warm-up: +4 MB by 35 s, then flat
+    (lambda t: 66.0 + 0.1 * t, False),               # a leak: a steady rise
+    (lambda t: 66.0 + (40.0 if t > 30 else 0.0), False),   # one large step after 10 %
+])
+def test_soak_flat_memory_rule_tells_a_leak_from_a_warm_up(mb_at, flat):
+    assert (rss_violations("receiver", _growth(mb_at)) == []) == flat
