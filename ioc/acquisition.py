@@ -69,25 +69,31 @@ class Acquisition:
         await det.num_images_counter.write(s.frames_read)
         await det.frame_count.write(s.frames_acquired)
         await det.unique_id.write(s.frame_number)
+        # Every await of asyncio.sleep(0) below lets the loop serve clients: a caget
+        # needs a few loop passes, so one update's ~100 writes go in small slices
+        # rather than a channel at a time. The values are ours (read-only PVs), so
+        # caproto's put checks (verify_value) are skipped.
         for i, ch in enumerate(self.channels[:s.spectra.shape[0]]):
-            await asyncio.sleep(0)   # let a waiting caget in between channels
-            await ch.spectrum.write(s.spectra[i])
+            await asyncio.sleep(0)
+            await ch.spectrum.write(s.spectra[i], verify_value=False)
             if s.sums is not None:
-                await ch.spectrum_sum.write(s.sums[i])
+                await asyncio.sleep(0)
+                await ch.spectrum_sum.write(s.sums[i], verify_value=False)
+            await asyncio.sleep(0)
             for k in range(11):
-                await getattr(ch, f"sca{k}").write(float(s.sca[i, k]))
-                if s.sca_sums is not None:
-                    await getattr(ch, f"sca_sum{k}").write(float(s.sca_sums[i, k]))
-            await ch.dt_factor.write(float(s.sca[i, 9]))
-            await ch.dead_time.write(float(s.sca[i, 10]))
-            for r, roi in enumerate(ch.rois):
-                if self._rois.use[i, r]:
-                    total, net, vmin, vmax, mean = s.rois[i, r]
-                    await roi.total.write(float(total))
-                    await roi.net.write(float(net))
-                    await roi.min_value.write(float(vmin))
-                    await roi.max_value.write(float(vmax))
-                    await roi.mean_value.write(float(mean))
+                await getattr(ch, f"sca{k}").write(float(s.sca[i, k]), verify_value=False)
+            await ch.dt_factor.write(float(s.sca[i, 9]), verify_value=False)
+            await ch.dead_time.write(float(s.sca[i, 10]), verify_value=False)
+            if s.sca_sums is not None:
+                await asyncio.sleep(0)
+                for k in range(11):
+                    await getattr(ch, f"sca_sum{k}").write(float(s.sca_sums[i, k]), verify_value=False)
+            for r in np.flatnonzero(self._rois.use[i]):
+                await asyncio.sleep(0)
+                roi = ch.rois[r]
+                for pv, value in zip((roi.total, roi.net, roi.min_value, roi.max_value, roi.mean_value),
+                                     s.rois[i, r]):
+                    await pv.write(float(value), verify_value=False)
             if ch.ts_current_point.value != s.ts_point:
                 await ch.ts_current_point.write(s.ts_point)
                 await ch.sca_ts_current_point.write(s.ts_point)

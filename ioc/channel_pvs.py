@@ -195,6 +195,6 @@ class _ChannelBase(Xsp3Group):
     async def apply_setting(self, attr, value):
         return await self.root.channel_setting(self, attr, value)
 
-    @property
-    def rois(self):
+    @functools.cached_property
+    def rois(self) -> list:
         return [getattr(self, f"roi{r}") for r in range(1, NUM_ROIS + 1)]
