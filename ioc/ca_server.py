@@ -12,11 +12,24 @@
    IOC grow by one spectrum per subscription (measured: ~75 MB a minute with
    four clients churning the waveform PVs). `SafeCircuit` drops those entries
    when the subscriptions are cancelled.
-The rest of the server is caproto's own.
+The rest of the server is caproto's own. `RejectedPutLogFilter` keeps caproto's
+log of refused puts out of the IOC's log (each is reported once by the IOC).
 """
 from __future__ import annotations
 
+import logging
+
 from caproto.asyncio.server import Context, VirtualCircuit
+
+
+class RejectedPutLogFilter(logging.Filter):
+    """caproto logs every put it refuses as an ERROR with a 30-line traceback.
+    The IOC already reports each one, with the PV and the reason, as one WARNING
+    line and in det1:StatusMessage_RBV (pvtypes._ReportingMixin), so caproto's
+    record would only bury that line in a beamline's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and str(record.msg).startswith("Invalid write request"))
 
 
 class SafeCircuit(VirtualCircuit):

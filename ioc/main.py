@@ -11,7 +11,7 @@ import sys
 
 from xspress3.driver import LibraryError, Xspress3Error
 
-from .ca_server import SafeContext
+from .ca_server import RejectedPutLogFilter, SafeContext
 from .options import DEFAULT_MONITOR, DEFAULT_STREAM, IocOptions, default_settings_file
 from .server import build_ioc_class
 
@@ -66,6 +66,7 @@ def _logging(args) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if args.verbose < 2:
         logging.getLogger("caproto").setLevel(logging.WARNING)
+        logging.getLogger("caproto.circ").addFilter(RejectedPutLogFilter())
 
 
 def create(options: IocOptions):

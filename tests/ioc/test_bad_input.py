@@ -28,6 +28,13 @@ def test_out_of_limits(ioc):
     rejected(ioc, "det1:C1_SCA4_THRESHOLD", -3, "Limits")
 
 
+def test_a_rejected_put_is_one_log_line_without_traceback(ioc):
+    rejected(ioc, "det1:NumImages", -5, "Limits")
+    log = ioc.output()
+    assert "NumImages rejected: Cannot write data -5" in log, log[-2000:]
+    assert "Traceback" not in log and "Invalid write request" not in log, log[-4000:]
+
+
 def test_wrong_enum_string(ioc):
     rejected(ioc, "det1:TriggerMode", "Sometimes", "Sometimes")
     rejected(ioc, "det1:TriggerMode", 12, "12")
