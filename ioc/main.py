@@ -38,8 +38,10 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
     p.add_argument("--monitor", default=DEFAULT_MONITOR,
                    help=f"zmq endpoint of the monitor socket (default {DEFAULT_MONITOR}; 'none' disables)")
     p.add_argument("--stream-queue", type=int, default=1024, metavar="FRAMES",
-                   help="frames the stream may hold before back-pressure (high-water mark)")
-    p.add_argument("--ts-points", type=int, default=16384, help="points of the ROI time series")
+                   help="frames the stream may hold before back-pressure (high-water mark; "
+                        "default %(default)s)")
+    p.add_argument("--ts-points", type=int, default=16384, metavar="POINTS",
+                   help="largest TSNumPoints of the ROI and SCA time series (default %(default)s)")
     p.add_argument("--interfaces", nargs="+", default=None,
                    help="network interfaces to serve Channel Access on (default: all)")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names at start")
