@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import gc
 import logging
 import signal
 import sys
@@ -115,6 +116,11 @@ def main(argv=None) -> int:
         print(f"xspress3-ioc: cannot load the SDK library: {ex}", file=sys.stderr)
         return 2
     driver = ioc.driver
+    # The ~4000 PVs built above live as long as the IOC: move them out of the
+    # collector's view, so a full collection during a run scans only what the run
+    # made (measured: 25-50 ms pauses of the event loop otherwise, ~2 per run).
+    gc.collect()
+    gc.freeze()
     if options.simulated:
         log.warning("SIMULATION: no --sdk given, the built-in simulated Xspress3 is in use")
     describe = (f"{driver.library_path} ({'simulator' if driver.simulated else 'SDK'})"
