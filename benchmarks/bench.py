@@ -216,8 +216,8 @@ def _ms(seconds: Optional[float]) -> Optional[float]:
 # ---- phase 3: writing ---------------------------------------------------------------------
 def block_frames() -> int:
     """The readout's block size for full 4 x 4096 frames (the blocks every writer gets)."""
-    from xspress3.ioc.readout import MAX_BLOCK_BYTES, MAX_BLOCK_FRAMES
-    return max(1, min(MAX_BLOCK_FRAMES, MAX_BLOCK_BYTES // FRAME_BYTES))
+    from xspress3.ioc.readout import block_shape
+    return block_shape(4, 4096)[0]
 
 
 def settle(nbytes: int = 0) -> None:

@@ -173,6 +173,7 @@ class Acquisition:
                 self.monitor.set_series(start)
             await self.files.begin_run(start)
             self._frames_used = max(self._frames_used, min(plan.num_frames, self.driver.frames_memory))
+            await asyncio.to_thread(self.readout.prepare, plan.channels, plan.num_bins)
             await self.call(self._arm, plan, mode, float(det.acquire_time_rbv.value),
                             bool(det.invert_f0_rbv.value), bool(det.invert_veto_rbv.value),
                             int(det.debounce_rbv.value))

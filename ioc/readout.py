@@ -148,6 +148,12 @@ class TimeSeries:
         return np.concatenate((arr[head:], arr[:head]))
 
 
+def block_shape(channels: int, bins: int) -> tuple:
+    """(frames, channels, bins) of the largest block the readout reads at once."""
+    frames = max(1, min(MAX_BLOCK_FRAMES, MAX_BLOCK_BYTES // (4 * channels * bins)))
+    return (frames, channels, bins)
+
+
 class SpectrumBuffers:
     """Spectrum arrays for blocks, recycled once no consumer holds them any more.
 
@@ -156,13 +162,14 @@ class SpectrumBuffers:
     bases; a base is free again when nothing but this pool refers to it: the
     stream's zero-copy zmq frames, queued file writes and the monitor's latest
     frame all hold Python references to the views, and each view to its base,
-    so CPython's reference count says exactly when a base is in use. At most
-    `keep` bases are kept; blocks beyond that are plain allocations, so the
-    pool's memory is bounded and reached after a few runs. The default, 16
-    (128 MiB of full 8 MiB blocks), covers what streaming holds at full rate: the
-    stream queue (1024 frames: 8 blocks), zmq's high-water mark (4 messages) and
-    the blocks the readout and the monitor hold. With 8, the blocks beyond it
-    were allocated and freed all run long and the RSS swung by ~15 %.
+    so CPython's reference count says exactly when a base is in use. The pool
+    has `keep` bases, allocated together with the first block of a shape; a
+    block that finds none free gets a plain allocation of just its frames. The
+    default, 16 (128 MiB of full 8 MiB blocks), covers what streaming holds at
+    full rate: the stream queue (1024 frames: 8 blocks), zmq's high-water mark
+    (4 messages) and the blocks the readout and the monitor hold. With 8, the
+    blocks beyond it were allocated and freed all run long and the RSS swung by
+    ~15 %.
     """
 
     def __init__(self, keep: int = 16):
@@ -178,17 +185,34 @@ class SpectrumBuffers:
             return sys.getrefcount(base)
         return 0
 
+    def _allocate(self, shape: tuple) -> list:
+        """All `keep` bases at once, every page touched: the pool's memory is
+        resident from the first run on. Allocated as needed instead, and used for
+        small blocks, the bases became resident page by page over hours of
+        acquisitions, a slow rise of the IOC's RSS."""
+        bases = [np.empty(shape, dtype=np.uint32) for _ in range(self.keep)]
+        for base in bases:
+            base.fill(0)
+        return bases
+
+    def prepare(self, shape: tuple) -> None:
+        """Have the pool for blocks of `shape` ready (allocating it takes ~0.1-0.5 s:
+        call it before the detector runs, not while frames pile up)."""
+        if shape != self._shape:
+            self._bases, self._shape = [], ()     # let the old pool go before the new one
+            self._bases, self._shape = self._allocate(shape), shape
+
     def take(self, frames: int, shape: tuple) -> np.ndarray:
         """A C-contiguous (frames, *shape[1:]) uint32 view; shape is the full block shape."""
-        if shape != self._shape:
-            self._bases, self._shape = [], shape
+        self.prepare(shape)
         for base in self._bases:
             if sys.getrefcount(base) == self._free_refs:
                 return base[:frames]
-        base = np.empty(shape, dtype=np.uint32)
-        if len(self._bases) < self.keep:
-            self._bases.append(base)
-        return base[:frames]
+        # Beyond the pool: only what this block needs. A whole-block array for a
+        # small block (at 10 kHz the readout reads ~20 frames at a time, and the
+        # queues, counted in frames, then hold dozens of blocks) grew the IOC by
+        # ~30 MB per 100 000 frames as the allocator reused those arrays.
+        return np.empty((frames,) + tuple(shape[1:]), dtype=np.uint32)
 
 
 class Readout(threading.Thread):
@@ -216,6 +240,11 @@ class Readout(threading.Thread):
     def begin(self, driver, plan: RunPlan) -> None:
         self._stop_run.clear()
         self._plans.put((driver, plan))
+
+    def prepare(self, channels: int, bins: int) -> None:
+        """Allocate the block buffers for runs of this size; blocking, call it from a
+        worker thread while no run is active."""
+        self.buffers.prepare(block_shape(channels, bins))
 
     def request_stop(self) -> None:
         """Finish the run after reading the frames the detector completed."""
@@ -253,9 +282,7 @@ class Readout(threading.Thread):
         lost: dict = {}
         last_post = 0.0
         latest: Optional[FrameBlock] = None
-        block_frames = max(1, min(MAX_BLOCK_FRAMES,
-                                  MAX_BLOCK_BYTES // (4 * plan.channels * plan.num_bins)))
-        block_shape = (block_frames, plan.channels, plan.num_bins)
+        shape = block_shape(plan.channels, plan.num_bins)
         with self.lock:
             if self.sums is None or self.sums.shape != (plan.channels, plan.full_bins):
                 self.sums = np.zeros((plan.channels, plan.full_bins), dtype=np.uint64)
@@ -276,9 +303,9 @@ class Readout(threading.Thread):
                 break
             available = min(acquired, plan.num_frames) - read
             if available > 0:
-                n = min(available, block_frames)
+                n = min(available, shape[0])
                 try:
-                    block = self._read_block(driver, plan, read, n, block_shape)
+                    block = self._read_block(driver, plan, read, n, shape)
                 except Xspress3Error as ex:
                     outcome, message = "error", str(ex)
                     break
