@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 POOL_FRAMES = 1024           # distinct frames; every path cycles through the same ones
 MIN_EXPOSURE_S = 1e-5        # AcquireTime's lower limit: the simulator's highest frame rate
 LONG_RUN = 200_000           # frames needed for the flat-memory figure
-WARMUP_FRAMES = 20_000       # untimed first run: a fresh IOC fills its block pool and queues
+WARMUP_FRAMES = 100_000      # untimed first run: a fresh IOC fills its block pool, queues and heap
 WARM_BYTES = 1 << 30         # memory made warm before each streaming phase (see settle)
 
 TARGETS = {
