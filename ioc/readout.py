@@ -148,6 +148,21 @@ class TimeSeries:
         return np.concatenate((arr[head:], arr[:head]))
 
 
+def sca_values(scalers: np.ndarray, dtfactor: np.ndarray, dtpercent: np.ndarray,
+               event_width: np.ndarray) -> np.ndarray:
+    """The 11 values of C{n}SCA:{k}: 8 scalers, EventWidth, DTFactor, DTPercent.
+
+    scalers (..., channels, 9) with dtfactor/dtpercent (..., channels): one frame
+    or a block of them; returns (..., channels, 11) float64.
+    """
+    out = np.empty(dtfactor.shape + (11,))
+    out[..., :8] = scalers[..., :8]
+    out[..., 8] = event_width
+    out[..., 9] = dtfactor
+    out[..., 10] = dtpercent
+    return out
+
+
 def block_shape(channels: int, bins: int) -> tuple:
     """(frames, channels, bins) of the largest block the readout reads at once."""
     frames = max(1, min(MAX_BLOCK_FRAMES, MAX_BLOCK_BYTES // (4 * channels * bins)))
@@ -378,18 +393,10 @@ class Readout(threading.Thread):
                 self.sums[:, lo:hi] += block.spectra.sum(axis=0, dtype=wide)
             else:
                 self.sums[:, lo:hi] += np.rint(block.spectra.sum(axis=0)).astype(np.uint64)
-            self.sca_sums[:, :8] += block.scalers[:, :, :8].sum(axis=0)
-            self.sca_sums[:, 8] += plan.event_width * block.count
-            self.sca_sums[:, 9] += block.dtfactor.sum(axis=0)
-            self.sca_sums[:, 10] += block.dtpercent.sum(axis=0)
+            sca = sca_values(block.scalers, block.dtfactor, block.dtpercent, plan.event_width)
+            self.sca_sums += sca.sum(axis=0)
             if self.ts.acquiring:
-                totals = roi_totals(self.rois, block.spectra, plan.first_bin)
-                sca = np.empty((block.count, plan.channels, 11))
-                sca[:, :, :8] = block.scalers[:, :, :8]
-                sca[:, :, 8] = plan.event_width
-                sca[:, :, 9] = block.dtfactor
-                sca[:, :, 10] = block.dtpercent
-                self.ts.append(totals, sca)
+                self.ts.append(roi_totals(self.rois, block.spectra, plan.first_bin), sca)
 
     def _deliver(self, driver, plan: RunPlan, block: FrameBlock, read: int, lost: dict) -> None:
         if self.monitor is not None:
@@ -424,11 +431,7 @@ class Readout(threading.Thread):
         last = block.spectra[-1]
         spectra = np.zeros((plan.channels, plan.full_bins))
         spectra[:, plan.first_bin:plan.first_bin + plan.num_bins] = last
-        sca = np.empty((plan.channels, 11))
-        sca[:, :8] = block.scalers[-1, :, :8]
-        sca[:, 8] = plan.event_width
-        sca[:, 9] = block.dtfactor[-1]
-        sca[:, 10] = block.dtpercent[-1]
+        sca = sca_values(block.scalers[-1], block.dtfactor[-1], block.dtpercent[-1], plan.event_width)
         with self.lock:
             sums = self.sums.astype(np.float64)
             sca_sums = self.sca_sums.copy()
