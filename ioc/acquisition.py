@@ -174,9 +174,15 @@ class Acquisition:
             await self.files.begin_run(start)
             self._frames_used = max(self._frames_used, min(plan.num_frames, self.driver.frames_memory))
             await asyncio.to_thread(self.readout.prepare, plan.channels, plan.num_bins)
-            await self.call(self._arm, plan, mode, float(det.acquire_time_rbv.value),
-                            bool(det.invert_f0_rbv.value), bool(det.invert_veto_rbv.value),
-                            int(det.debounce_rbv.value))
+            if run.stop_requested:
+                # Acquire=0 came while the run was being set up and its stop call has
+                # run already: arming now would leave the detector running unstopped
+                armed = False
+            else:
+                armed = True
+                await self.call(self._arm, plan, mode, float(det.acquire_time_rbv.value),
+                                bool(det.invert_f0_rbv.value), bool(det.invert_veto_rbv.value),
+                                int(det.debounce_rbv.value))
         except Exception as ex:
             message = reason(ex)
             log.error("acquisition did not start: %s", message)
@@ -189,6 +195,9 @@ class Acquisition:
             await det.acquire_rbv.write("Done")
             await instance.write("Done", verify_value=False)
             raise PutRejected(message) from ex
+        if not armed:
+            await self._finish_run(RunEnd(plan.run_id, "aborted", "stopped before arming", 0))
+            return run
         self.readout.begin(self.driver, plan)
         if run.stop_requested:
             self.readout.request_stop()

@@ -202,7 +202,7 @@ class IocProcess:
                 self.proc.wait(5)
         self._log.close()
         if self._ctx is not None:
-            self._ctx.disconnect()
+            close_context(self._ctx)
             self._ctx = None
             self._pvs.clear()
         return self.proc.returncode
@@ -288,6 +288,24 @@ class IocProcess:
                 return value
             time.sleep(interval)
         raise TimeoutError(f"{suffix} stayed {value!r}")
+
+
+def close_context(ctx) -> None:
+    """Disconnect a caproto threading-client Context.
+
+    caproto 1.3's disconnect() closes the UDP socket while the broadcaster's
+    search-retry thread may be about to send on it; that thread then dies with
+    CaprotoNetworkError, which pytest reports against whatever test runs at that
+    moment. So the retry thread is stopped first (close event set, searching
+    disabled, its wait woken) and joined, then the context is disconnected."""
+    broadcaster = ctx.broadcaster
+    retry = getattr(broadcaster, "_retry_unanswered_searches_thread", None)
+    broadcaster._close_event.set()
+    broadcaster._searching_enabled.clear()
+    broadcaster._search_now.set()
+    if retry is not None:
+        retry.join(10)
+    ctx.disconnect()
 
 
 class Recorder(list):

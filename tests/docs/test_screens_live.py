@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from caproto import AccessRights
 
+from iochelp import close_context
 from xspress3.ioc import screens
 
 SCREEN_DIR = Path(__file__).resolve().parents[2] / "db_docs" / "screens"
@@ -86,7 +87,7 @@ def test_every_screen_pv_exists_in_the_running_ioc(live_ioc):
             if pv.name in writable and not pv.channel.access_rights & AccessRights.WRITE:
                 read_only.append(pv.name)
     finally:
-        ctx.disconnect()
+        close_context(ctx)
     assert not missing, f"{len(missing)} screen PVs not served: {missing[:20]}"
     assert not read_only, f"widgets write to read-only PVs: {read_only[:20]}"
 

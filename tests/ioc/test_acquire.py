@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from iochelp import run_tool
+from iochelp import close_context, run_tool
 
 MODES = ("Software", "Internal", "IDC", "TTL Veto Only", "TTL Both", "LVDS Veto Only",
          "LVDS Both", "Software + Internal")
@@ -55,7 +55,7 @@ def test_acquire_rbv_posts_one_then_zero_for_a_single_frame(ioc):
         time.sleep(0.05)
         seen = [int(v[0]) for v in values]
     sub.clear()
-    ctx.disconnect()
+    close_context(ctx)
     assert seen[0] == 0 and seen[-2:] == [1, 0], seen
 
 
@@ -115,6 +115,23 @@ def test_stop_mid_run_aborts_cleanly(ioc):
     # a new run after an abort works
     configure(ioc, 3, 0.001)
     ioc.put("det1:Acquire", 1, wait=True, timeout=30)
+    assert ioc.get("det1:ArrayCounter_RBV") == 3
+
+
+def test_stop_while_the_first_run_is_being_set_up(fresh_ioc):
+    """Acquire=0 right behind Acquire=1 on a new IOC lands while the run is still
+    being set up (the block pool is allocated then): the detector must not be
+    armed after that stop, or it runs on with the run stuck in Aborting."""
+    ioc = fresh_ioc
+    configure(ioc, 100000, 0.01)
+    ioc.put("det1:Acquire", 1, wait=False)
+    ioc.put("det1:Acquire", 0, wait=True, timeout=20)
+    ioc.wait_for("det1:Acquire_RBV", lambda v: v == "Done", timeout=20)
+    assert ioc.get("det1:DetectorState_RBV") == "Aborted"
+    assert ioc.get("det1:StatusMessage_RBV").startswith("Stopped Acquiring")
+    configure(ioc, 3, 0.001)
+    ioc.put("det1:Acquire", 1, wait=True, timeout=30)
+    assert ioc.get("det1:DetectorState_RBV") == "Idle"
     assert ioc.get("det1:ArrayCounter_RBV") == 3
 
 

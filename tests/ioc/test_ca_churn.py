@@ -11,7 +11,7 @@ import time
 
 from caproto.threading.client import Context
 
-from iochelp import FrozenClient
+from iochelp import FrozenClient, close_context
 
 
 def churn(ioc, stop: threading.Event, errors: list, counts: list) -> None:
@@ -36,7 +36,7 @@ def churn(ioc, stop: threading.Event, errors: list, counts: list) -> None:
     except Exception as ex:  # collected and asserted on by the test
         errors.append(ex)
     finally:
-        ctx.disconnect()
+        close_context(ctx)
 
 
 def test_subscription_churn_during_full_rate_run(fresh_ioc):
