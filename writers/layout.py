@@ -16,12 +16,14 @@ import contextlib
 import errno
 import logging
 import os
+import struct
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
+import bitshuffle
 import h5py
 import hdf5plugin
 import numpy as np
@@ -64,6 +66,9 @@ NDATTR_SUFFIXES: tuple[str, ...] = tuple(f"SCA{k}" for k in range(NUM_SCA_ATTRIB
 )
 
 CHUNK_TARGET_BYTES = 1 << 20
+#: Elements per bitshuffle block of BSLZ4 chunks (2048 x uint32 = 8 KiB, the filter's default).
+BSLZ4_BLOCK_ELEMENTS = 2048
+_BSHUF_LZ4 = 2   # the bitshuffle filter's cd_values[4] for LZ4
 #: Writing stops (DiskFullError) when less than this would remain free.
 MIN_FREE_BYTES = 256 << 20
 ATTR_CHUNK_FRAMES = 4096
@@ -87,7 +92,7 @@ def compression_options(name: str) -> dict[str, Any]:
     if name == "LZ4":
         return dict(hdf5plugin.LZ4())
     if name == "BSLZ4":
-        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+        return dict(hdf5plugin.Bitshuffle(nelems=BSLZ4_BLOCK_ELEMENTS, cname="lz4"))
     if name == "Blosc":
         return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
     raise ValueError(f"unknown compression {name!r}; choose one of {', '.join(COMPRESSIONS)}")
@@ -122,6 +127,45 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise FileExistsError(f"cannot create {path}: file exists")
 
 
+ChunkEncoder = Callable[[np.ndarray], Any]
+
+
+def raw_chunk_encoder(data: h5py.Dataset) -> Optional[ChunkEncoder]:
+    """How a whole chunk of `data` becomes the bytes stored on disk, for H5Dwrite_chunk,
+    which skips HDF5's filter pipeline; None when only HDF5 itself can encode it.
+
+    Unfiltered chunks are stored as they are. Bitshuffle-LZ4 chunks are encoded by the
+    bitshuffle package into exactly what the HDF5 filter stores (a 12-byte header:
+    uncompressed size as big-endian uint64 and block size in bytes as big-endian
+    uint32; then the LZ4-compressed blocks), so every reader decodes them with the
+    usual filter. The package has AVX2 code and releases the GIL, where the filter
+    in hdf5plugin's wheels is SSE2 only and holds the writing thread: ~3x less time
+    per chunk (benchmarks/README.md).
+    """
+    plist = data.id.get_create_plist()
+    filters = plist.get_nfilters()
+    if filters == 0:
+        return lambda chunk: chunk
+    if filters > 1:
+        return None
+    filter_id, _flags, cd_values, _name = plist.get_filter(0)
+    if filter_id != hdf5plugin.BSHUF_ID or len(cd_values) < 5 or cd_values[4] != _BSHUF_LZ4:
+        return None
+    block = int(cd_values[3])
+    if block == 0:   # the filter's own default; our files always name the block size
+        return None
+
+    def encode(chunk: np.ndarray) -> np.ndarray:
+        packed = bitshuffle.compress_lz4(chunk, block)
+        out = np.empty(12 + packed.nbytes, dtype=np.uint8)
+        out[:12] = np.frombuffer(struct.pack(">QI", chunk.nbytes, block * chunk.itemsize),
+                                 dtype=np.uint8)
+        out[12:] = packed
+        return out
+
+    return encode
+
+
 class WriteError(OSError):
     """HDF5 failed to write (I/O error, disk full...); the handle is broken."""
 
@@ -145,8 +189,7 @@ class SeriesFile:
         self._h5 = h5
         self._data = h5[DATA]
         self._chunk_rows = self._data.chunks[0]
-        # Raw chunk writes need the chunk to be exactly the bytes on disk: no filter.
-        self._direct_chunks = self._data.id.get_create_plist().get_nfilters() == 0
+        self._encode_chunk = raw_chunk_encoder(self._data)
         self._scalers = h5[SCALERS]
         self._frame_numbers = h5[FRAME_NUMBERS]
         self._frames_written_ds = h5[FRAMES_WRITTEN]
@@ -204,21 +247,21 @@ class SeriesFile:
     def _write_spectra(self, first: int, spectra: np.ndarray) -> None:
         """Write rows first.. of the spectra dataset (already resized to hold them).
 
-        Whole chunks of an unfiltered dataset go to the file as they are
-        (H5Dwrite_chunk), skipping the copy into the chunk cache (user CPU per
-        4 x 4096 frame 12-14 -> 3-6 us; benchmarks/README.md). Only chunks no earlier call touched are
-        written that way; a partly filled chunk at either end of the block goes
-        through the normal (cached) path, so a chunk is never both in the cache
-        and written around it.
+        Whole chunks go to the file already encoded (H5Dwrite_chunk, see
+        `raw_chunk_encoder`), skipping the copy into the chunk cache (uncompressed:
+        user CPU per 4 x 4096 frame 12-14 -> 3-6 us; benchmarks/README.md). Only
+        chunks no earlier call touched are written that way; a partly filled chunk
+        at either end of the block goes through the normal (cached) path, so a chunk
+        is never both in the cache and written around it.
         """
         n = spectra.shape[0]
         k = self._chunk_rows
         head = min(n, -first % k)
-        whole = (n - head) // k * k if self._direct_chunks else 0
+        whole = (n - head) // k * k if self._encode_chunk is not None else 0
         if head:
             self._data.write_direct(spectra[:head], dest_sel=np.s_[first:first + head])
         for j in range(head, head + whole, k):
-            self._data.id.write_direct_chunk((first + j, 0, 0), spectra[j:j + k])
+            self._data.id.write_direct_chunk((first + j, 0, 0), self._encode_chunk(spectra[j:j + k]))
         if head + whole < n:
             self._data.write_direct(spectra[head + whole:], dest_sel=np.s_[first + head + whole:first + n])
 
