@@ -54,18 +54,12 @@ class ChannelLogic:
         return value
 
     def _start_time_series(self) -> None:
-        ts = self.readout.ts
         with self.readout.lock:
-            if not ts.acquiring:
-                ts.erase()
-                ts.acquiring = True
-                ts.manual = False
+            self.readout.ts.run_started()
 
     def _stop_time_series(self) -> None:
-        ts = self.readout.ts
         with self.readout.lock:
-            if not ts.manual:
-                ts.acquiring = False
+            self.readout.ts.run_ended()
 
     async def ts_num_points(self, ch, value: int) -> int:
         """One time-series length for all channels (they record the same frames)."""
@@ -99,15 +93,8 @@ class ChannelLogic:
         return value
 
     def _control_time_series(self, action: str) -> None:
-        ts = self.readout.ts
         with self.readout.lock:
-            if action == "Erase/Start":
-                ts.erase()
-                ts.acquiring, ts.manual = True, True
-            elif action == "Start":
-                ts.acquiring, ts.manual = True, True
-            elif action == "Stop":
-                ts.acquiring, ts.manual = False, False
+            self.readout.ts.control(action)
 
     async def sca_ts_acquire(self, instance, value) -> Any:
         """C{n}SCA:TS:TSAcquire: 1 erases and starts (as TSControl Erase/Start), 0 stops."""

@@ -114,6 +114,27 @@ class TimeSeries:
         self.data.clear()
         self.sca = None
 
+    def run_started(self) -> None:
+        """An acquisition starts: record it from an empty series, unless a user
+        started the series (TSControl) and it already records."""
+        if not self.acquiring:
+            self.erase()
+            self.acquiring, self.manual = True, False
+
+    def run_ended(self) -> None:
+        """An acquisition ended: stop, unless a user started the series."""
+        if not self.manual:
+            self.acquiring = False
+
+    def control(self, action: str) -> None:
+        """TSControl: "Erase/Start", "Start" or "Stop"; a user start outlives runs."""
+        if action == "Erase/Start":
+            self.erase()
+        if action in ("Erase/Start", "Start"):
+            self.acquiring, self.manual = True, True
+        elif action == "Stop":
+            self.acquiring, self.manual = False, False
+
     def _slots(self, n: int) -> tuple[np.ndarray, slice]:
         """Where the next n frames go (positions in the arrays) and which of them are kept."""
         if not self.circular:

@@ -13,6 +13,7 @@ import socket
 import string
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -278,6 +279,14 @@ class IocProcess:
             return sync.write(self.pv(suffix), [value], notify=True, timeout=timeout, repeater=False,
                               data_type=ChannelType.STRING)
         return sync.write(self.pv(suffix), value, notify=True, timeout=timeout, repeater=False)
+
+    def acquire_in_background(self, timeout: float = 60.0) -> threading.Thread:
+        """Start `det1:Acquire` = 1 with callback in a thread (started, returned): the
+        thread ends when the run does, as a `caput -c` would return."""
+        thread = threading.Thread(target=lambda: self.put("det1:Acquire", 1, wait=True, timeout=timeout),
+                                  daemon=True)
+        thread.start()
+        return thread
 
     def wait_for(self, suffix: str, predicate, timeout: float = 30.0, interval: float = 0.05):
         deadline = time.monotonic() + timeout

@@ -99,9 +99,7 @@ def test_every_trigger_mode_yields_the_requested_frames(ioc, mode):
 
 def test_stop_mid_run_aborts_cleanly(ioc):
     configure(ioc, 100000, 0.01)
-    thread = threading.Thread(target=lambda: ioc.put("det1:Acquire", 1, wait=True, timeout=60),
-                              daemon=True)
-    thread.start()
+    thread = ioc.acquire_in_background(timeout=60)
     ioc.wait_for("det1:Acquire_RBV", lambda v: v == "Acquiring", timeout=20)
     ioc.wait_for("det1:ArrayCounter_RBV", lambda v: v >= 3, timeout=20)
     ioc.put("det1:Acquire", 0, wait=True, timeout=20)
@@ -153,9 +151,7 @@ def test_rapid_acquire_toggles_never_leave_a_stuck_state(ioc):
 
 def test_caget_stays_responsive_during_a_fast_run(ioc):
     configure(ioc, 20000, 0.0001)
-    thread = threading.Thread(target=lambda: ioc.put("det1:Acquire", 1, wait=True, timeout=120),
-                              daemon=True)
-    thread.start()
+    thread = ioc.acquire_in_background(timeout=120)
     ioc.wait_for("det1:Acquire_RBV", lambda v: v == "Acquiring", timeout=10)
     latencies = []
     while thread.is_alive() and len(latencies) < 50:

@@ -1,7 +1,6 @@
 """Bad puts are rejected at the put, say why in StatusMessage_RBV, and change nothing."""
 from __future__ import annotations
 
-import threading
 
 import pytest
 from caproto import ErrorResponseReceived
@@ -72,9 +71,7 @@ def test_settings_fixed_while_acquiring_and_second_acquire(ioc):
     ioc.put("det1:TriggerMode", "Internal")
     ioc.put("det1:AcquireTime", 0.01)
     ioc.put("det1:NumImages", 100000)
-    thread = threading.Thread(target=lambda: ioc.put("det1:Acquire", 1, wait=True, timeout=60),
-                              daemon=True)
-    thread.start()
+    thread = ioc.acquire_in_background(timeout=60)
     ioc.wait_for("det1:Acquire_RBV", lambda v: v == "Acquiring", timeout=20)
     try:
         rejected(ioc, "det1:AcquireTime", 0.5, "while acquiring")

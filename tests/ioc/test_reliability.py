@@ -57,9 +57,7 @@ def test_rapid_cycling_with_random_aborts(fresh_ioc):
         ioc.put("det1:AcquireTime", exposure)
         abort = rng.random() < 0.3
         if abort:
-            runner = threading.Thread(
-                target=lambda: ioc.put("det1:Acquire", 1, wait=True, timeout=60), daemon=True)
-            runner.start()
+            runner = ioc.acquire_in_background(timeout=60)
             time.sleep(rng.uniform(0, frames * exposure))
             ioc.put("det1:Acquire", 0, wait=True, timeout=30)
             runner.join(30)
@@ -222,9 +220,7 @@ def test_memory_stays_flat_over_a_long_fast_run(tmp_path):
         ioc.put("det1:NumImages", frames)
         ioc.put("det1:AcquireTime", 0.0005)
         proc = psutil.Process(ioc.proc.pid)
-        runner = threading.Thread(
-            target=lambda: ioc.put("det1:Acquire", 1, wait=True, timeout=240), daemon=True)
-        runner.start()
+        runner = ioc.acquire_in_background(timeout=240)
         samples = []
         while runner.is_alive():
             count = ioc.get("det1:ArrayCounter_RBV")

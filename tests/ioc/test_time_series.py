@@ -49,6 +49,29 @@ def test_circular_before_it_wraps_and_after_erase():
     assert ts.current == 0 and ts.sca is None and not ts.data
 
 
+def test_runs_record_from_empty_unless_a_user_started_the_series():
+    ts = TimeSeries(points=10)
+    ts.run_started()
+    ts.append(*_frames(0, 3))
+    ts.run_ended()
+    assert not ts.acquiring and ts.current == 3
+    ts.run_started()                      # the next run starts from an empty series
+    assert ts.acquiring and ts.current == 0
+    ts.append(*_frames(3, 2))
+    ts.run_ended()
+    ts.control("Start")                   # a user start keeps what is held and outlives runs
+    assert ts.acquiring and ts.current == 2
+    ts.run_started()
+    ts.append(*_frames(5, 1))
+    ts.run_ended()
+    assert ts.acquiring and ts.current == 3
+    np.testing.assert_array_equal(ts.ordered(ts.data[(0, 0)]), [3, 4, 5])
+    ts.control("Stop")
+    assert not ts.acquiring
+    ts.control("Erase/Start")
+    assert ts.acquiring and ts.current == 0
+
+
 def test_sca_time_series_matches_the_stream(ioc):
     ioc.put("MCA1ROI:TSControl", "Stop")
     ioc.put("C1SCA:TS:TSAcquire", 1)
