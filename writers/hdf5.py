@@ -18,17 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from threadpoolctl import threadpool_limits
-
 from . import layout, wire
 
 log = logging.getLogger(__name__)
-
-#: OpenMP threads that bitshuffle may use to compress from the writer thread. Its
-#: default, one per core, busy-waits between chunks on the cores the readout and
-#: zmq need: through the receiver on 2 cores, BSLZ4 was written 1.2-1.8x faster
-#: with one (benchmarks/README.md).
-COMPRESSION_THREADS = 1
 
 IDLE = "idle"
 WRITING = "writing"
@@ -257,10 +249,6 @@ class HDF5Writer:
         self._cond.notify_all()
 
     def _run(self) -> None:
-        with threadpool_limits(limits=COMPRESSION_THREADS, user_api="openmp"):  # this thread only
-            self._loop()
-
-    def _loop(self) -> None:
         while True:
             with self._cond:
                 if not self._queue and not self._stop and not self._status_pending:

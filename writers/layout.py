@@ -18,7 +18,9 @@ import logging
 import os
 import struct
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
@@ -27,6 +29,7 @@ import bitshuffle
 import h5py
 import hdf5plugin
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import wire
 
@@ -166,6 +169,32 @@ def raw_chunk_encoder(data: h5py.Dataset) -> Optional[ChunkEncoder]:
     return encode
 
 
+#: Threads that compress whole chunks side by side (shared by all open files).
+ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+_encode_pool: Optional[ThreadPoolExecutor] = None
+_encode_pool_lock = threading.Lock()
+
+
+def _one_openmp_thread() -> None:
+    # bitshuffle's OpenMP would add a thread per core to each encoding thread,
+    # busy-waiting between chunks on cores the readout and zmq need. The limit is
+    # per thread and stays for the pool thread's life.
+    threadpool_limits(limits=1, user_api="openmp")
+
+
+def encode_pool() -> ThreadPoolExecutor:
+    """The pool that compresses chunks: bitshuffle releases the GIL, so a block's
+    chunks compress on several cores while the writing thread stores the finished
+    ones in order. Compressing on the writing thread alone capped the built-in
+    BSLZ4 writer near 18 000 frames/s with the machine ~40 % idle."""
+    global _encode_pool
+    with _encode_pool_lock:
+        if _encode_pool is None:
+            _encode_pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="xspress3-encode",
+                                              initializer=_one_openmp_thread)
+        return _encode_pool
+
+
 class WriteError(OSError):
     """HDF5 failed to write (I/O error, disk full...); the handle is broken."""
 
@@ -190,6 +219,7 @@ class SeriesFile:
         self._data = h5[DATA]
         self._chunk_rows = self._data.chunks[0]
         self._encode_chunk = raw_chunk_encoder(self._data)
+        self._compressed = self._data.id.get_create_plist().get_nfilters() > 0
         self._scalers = h5[SCALERS]
         self._frame_numbers = h5[FRAME_NUMBERS]
         self._frames_written_ds = h5[FRAMES_WRITTEN]
@@ -260,8 +290,14 @@ class SeriesFile:
         whole = (n - head) // k * k if self._encode_chunk is not None else 0
         if head:
             self._data.write_direct(spectra[:head], dest_sel=np.s_[first:first + head])
-        for j in range(head, head + whole, k):
-            self._data.id.write_direct_chunk((first + j, 0, 0), self._encode_chunk(spectra[j:j + k]))
+        starts = range(head, head + whole, k)
+        chunks = [spectra[j:j + k] for j in starts]
+        if self._compressed:
+            encoded = encode_pool().map(self._encode_chunk, chunks)   # in order, as they finish
+        else:
+            encoded = map(self._encode_chunk, chunks)
+        for j, chunk in zip(starts, encoded):
+            self._data.id.write_direct_chunk((first + j, 0, 0), chunk)
         if head + whole < n:
             self._data.write_direct(spectra[head + whole:], dest_sel=np.s_[first + head + whole:first + n])
 

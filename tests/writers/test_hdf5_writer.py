@@ -197,25 +197,3 @@ def test_low_disk_space_mid_run_stops_cleanly(tmp_path):
 def test_offer_without_series_is_an_error(writer):
     with pytest.raises(RuntimeError, match="without an open series"):
         writer.offer(block_values(0, 1))
-
-
-def test_writer_thread_compresses_with_one_openmp_thread(tmp_path):
-    """bitshuffle's OpenMP threads busy-wait on the cores the readout needs: the
-    writer thread limits them to COMPRESSION_THREADS; other threads keep theirs."""
-    from threadpoolctl import threadpool_info
-
-    def openmp_threads() -> list:
-        return [p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openmp"]
-
-    seen: list = []
-    w = hdf5.HDF5Writer(on_status=lambda s: seen.append(openmp_threads()), status_interval_s=0.0)
-    try:
-        w.open_series(tmp_path / "omp.h5", make_start("omp", channels=4, bins=4096), "BSLZ4")
-        assert w.offer(block_values(0, 32, channels=4, bins=4096), timeout=10)
-        assert w.close_series(timeout=30).complete
-    finally:
-        w.close()
-    assert seen and all(threads == [hdf5.COMPRESSION_THREADS] for threads in seen), seen
-    assert openmp_threads(), "bitshuffle's OpenMP runtime is not loaded"
-    np.testing.assert_array_equal(layout.read_frames(tmp_path / "omp.h5").spectra,
-                                  block_values(0, 32, channels=4, bins=4096).spectra)

@@ -6,6 +6,8 @@ raw chunk writes (whole chunks in between).
 """
 from __future__ import annotations
 
+import threading
+
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
@@ -101,3 +103,21 @@ def test_other_filters_are_left_to_hdf5(tmp_path, compression):
     with h5py.File(path, "r") as f:
         assert layout.raw_chunk_encoder(f[layout.DATA]) is None
         np.testing.assert_array_equal(f[layout.DATA][()], expected)
+
+
+def test_chunks_compress_on_the_pool_with_one_openmp_thread_each(tmp_path):
+    """bitshuffle's OpenMP threads busy-wait on the cores the readout needs: every
+    encoding thread is limited to one; a thread outside the pool keeps its own."""
+    from threadpoolctl import threadpool_info
+
+    def openmp_threads() -> list:
+        return [p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openmp"]
+
+    expected = write(tmp_path / "p.h5", [64, 48], "BSLZ4")   # whole chunks: the pool is used
+    pool = layout.encode_pool()
+    seen = [pool.submit(openmp_threads).result() for _ in range(4 * layout.ENCODE_THREADS)]
+    assert seen and all(threads == [1] for threads in seen), seen
+    assert openmp_threads(), "bitshuffle's OpenMP runtime is not loaded"
+    names = [pool.submit(lambda: threading.current_thread().name).result() for _ in range(4)]
+    assert all(name.startswith("xspress3-encode") for name in names)
+    np.testing.assert_array_equal(layout.read_frames(tmp_path / "p.h5").spectra, expected)
