@@ -419,7 +419,8 @@ def table(r: dict) -> str:
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}",
         f"software: Python {m['python']}, numpy {m['numpy']}, pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), "
-        f"h5py {m['h5py']} (HDF5 {m['hdf5']}), hdf5plugin {m['hdf5plugin']}, caproto {m['caproto']}",
+        f"h5py {m['h5py']} (HDF5 {m['hdf5']}), hdf5plugin {m['hdf5plugin']}, "
+        f"bitshuffle {m['bitshuffle']} (AVX2 {'yes' if m['bitshuffle_avx2'] else 'no'}), caproto {m['caproto']}",
         f"frames: 4 channels x 4096 bins uint32 (64 KiB); stream runs {r['config']['frames']} frames, "
         f"writing runs {r['config']['write_frames']} frames to {m['output_dir']} ({m['output_fs']}); "
         f"AcquireTime {r['config']['exposure_s']:g} s; block {r['config']['block_frames']} frames; "

@@ -233,6 +233,7 @@ def _cpu_model() -> str:
 
 def machine(output_dir: Path) -> dict:
     """What the figures were measured on, including the load from other processes."""
+    import bitshuffle
     import caproto
     import h5py
     import hdf5plugin
@@ -251,7 +252,8 @@ def machine(output_dir: Path) -> dict:
         "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
         "numpy": numpy.__version__, "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
         "h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version,
-        "hdf5plugin": hdf5plugin.version, "caproto": caproto.__version__,
+        "hdf5plugin": hdf5plugin.version, "bitshuffle": bitshuffle.__version__,
+        "bitshuffle_avx2": bool(bitshuffle.using_AVX2()), "caproto": caproto.__version__,
         "output_dir": str(output_dir), "output_fs": fs,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
