@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import h5py
+import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
 import pytest
 
@@ -21,16 +22,21 @@ def arm_capture(ioc, directory, name, frames=None):
     ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=10)
 
 
-def test_capture_writes_every_frame_the_stream_carried(ioc, tmp_path):
+# (compression, frames, exposure): at 0.1 ms the readout reads blocks of many frames,
+# so whole 16-frame chunks are compressed on the encoding pool and written raw
+@pytest.mark.parametrize("compression,frames,exposure", [("None", 50, 0.002), ("BSLZ4", 400, 0.0001)])
+def test_capture_writes_every_frame_the_stream_carried(ioc, tmp_path, compression, frames, exposure):
     ioc.put("det1:TriggerMode", "Internal")
-    ioc.put("det1:NumImages", 50)            # copied into HDF1:NumCapture
-    assert ioc.get("HDF1:NumCapture_RBV") == 50
+    ioc.put("HDF1:Compression", compression)
+    ioc.put("det1:NumImages", frames)            # copied into HDF1:NumCapture
+    assert ioc.get("HDF1:NumCapture_RBV") == frames
     arm_capture(ioc, tmp_path, "run")
     expected = ioc.get("HDF1:FullFileName_RBV")
     assert expected == os.path.join(str(tmp_path), "run_000007.h5")
-    blocks, end = receive_run(ioc, 50, exposure=0.002)
+    blocks, end = receive_run(ioc, frames, exposure=exposure)
     ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
-    assert ioc.get("HDF1:NumCaptured_RBV") == 50
+    ioc.put("HDF1:Compression", "None")
+    assert ioc.get("HDF1:NumCaptured_RBV") == frames
     assert ioc.get("HDF1:WriteStatus") == "Write OK"
     assert ioc.get("HDF1:FileNumber_RBV") == 8
     spectra = np.concatenate([b.spectra for b in blocks])
@@ -38,7 +44,10 @@ def test_capture_writes_every_frame_the_stream_carried(ioc, tmp_path):
     dtfactor = np.concatenate([b.dtfactor for b in blocks])
     with h5py.File(expected, "r") as f:
         data = f["/entry/instrument/detector/data"]
-        assert data.shape == (50, 4, 4096) and data.dtype == np.uint32
+        assert data.shape == (frames, 4, 4096) and data.dtype == np.uint32
+        assert data.attrs["compression"] == compression
+        if compression == "BSLZ4":
+            assert data.id.get_storage_size() < spectra.nbytes / 2
         np.testing.assert_array_equal(data[()], spectra)
         np.testing.assert_array_equal(f["/entry/instrument/detector/scalers"][()], scalers)
         for n in range(1, 5):
