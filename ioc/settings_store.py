@@ -9,6 +9,7 @@ each value going through the PV's own putter so it reaches the hardware too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -42,15 +43,12 @@ class SettingsStore:
         self._pending: Optional[asyncio.TimerHandle] = None
         self._restoring = False
         self._lock = threading.Lock()
-        self._pvs: Optional[dict] = None
 
-    @property
+    @functools.cached_property
     def pvs(self) -> dict:
         """The persisted PVs, found once: walking the ~4000 PVs took ~0.2 s of the
         event loop at every save (a capture's FileNumber increment saves)."""
-        if self._pvs is None:
-            self._pvs = persisted_pvs(self.root)
-        return self._pvs
+        return persisted_pvs(self.root)
 
     def snapshot(self) -> dict:
         values = {}

@@ -133,6 +133,11 @@ def _check_target(path: Path, overwrite: bool) -> None:
 ChunkEncoder = Callable[[np.ndarray], Any]
 
 
+def _as_is(chunk: np.ndarray) -> np.ndarray:
+    """The encoder of unfiltered chunks: stored as they are."""
+    return chunk
+
+
 def raw_chunk_encoder(data: h5py.Dataset) -> Optional[ChunkEncoder]:
     """How a whole chunk of `data` becomes the bytes stored on disk, for H5Dwrite_chunk,
     which skips HDF5's filter pipeline; None when only HDF5 itself can encode it.
@@ -148,7 +153,7 @@ def raw_chunk_encoder(data: h5py.Dataset) -> Optional[ChunkEncoder]:
     plist = data.id.get_create_plist()
     filters = plist.get_nfilters()
     if filters == 0:
-        return lambda chunk: chunk
+        return _as_is
     if filters > 1:
         return None
     filter_id, _flags, cd_values, _name = plist.get_filter(0)
@@ -219,7 +224,6 @@ class SeriesFile:
         self._data = h5[DATA]
         self._chunk_rows = self._data.chunks[0]
         self._encode_chunk = raw_chunk_encoder(self._data)
-        self._compressed = self._data.id.get_create_plist().get_nfilters() > 0
         self._scalers = h5[SCALERS]
         self._frame_numbers = h5[FRAME_NUMBERS]
         self._frames_written_ds = h5[FRAMES_WRITTEN]
@@ -292,10 +296,10 @@ class SeriesFile:
             self._data.write_direct(spectra[:head], dest_sel=np.s_[first:first + head])
         starts = range(head, head + whole, k)
         chunks = [spectra[j:j + k] for j in starts]
-        if self._compressed:
-            encoded = encode_pool().map(self._encode_chunk, chunks)   # in order, as they finish
+        if self._encode_chunk is _as_is:
+            encoded = chunks
         else:
-            encoded = map(self._encode_chunk, chunks)
+            encoded = encode_pool().map(self._encode_chunk, chunks)   # in order, as they finish
         for j, chunk in zip(starts, encoded):
             self._data.id.write_direct_chunk((first + j, 0, 0), chunk)
         if head + whole < n:

@@ -1,7 +1,6 @@
 """Bad puts are rejected at the put, say why in StatusMessage_RBV, and change nothing."""
 from __future__ import annotations
 
-
 import pytest
 from caproto import ErrorResponseReceived
 
