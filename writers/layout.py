@@ -12,6 +12,7 @@ follow a running acquisition and a killed writer leaves every flushed frame.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -20,7 +21,7 @@ import struct
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
@@ -176,6 +177,10 @@ def raw_chunk_encoder(data: h5py.Dataset) -> Optional[ChunkEncoder]:
 
 #: Threads that compress whole chunks side by side (shared by all open files).
 ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Whole chunks a file may have in the pool before its writing thread waits: two
+#: readout blocks of 1 MiB chunks, so the pool works on one block while the next
+#: one is queued, instead of idling at the end of each block.
+PENDING_CHUNKS = 16
 _encode_pool: Optional[ThreadPoolExecutor] = None
 _encode_pool_lock = threading.Lock()
 
@@ -224,6 +229,12 @@ class SeriesFile:
         self._data = h5[DATA]
         self._chunk_rows = self._data.chunks[0]
         self._encode_chunk = raw_chunk_encoder(self._data)
+        # Spectra rows of the chunk not yet whole (first row _open_row), and whole
+        # chunks handed to the encoding pool, stored in order as they finish.
+        self._open_chunk: Optional[np.ndarray] = None
+        self._open_row = 0
+        self._open_rows = 0
+        self._pending: collections.deque = collections.deque()
         self._scalers = h5[SCALERS]
         self._frame_numbers = h5[FRAME_NUMBERS]
         self._frames_written_ds = h5[FRAMES_WRITTEN]
@@ -281,29 +292,60 @@ class SeriesFile:
     def _write_spectra(self, first: int, spectra: np.ndarray) -> None:
         """Write rows first.. of the spectra dataset (already resized to hold them).
 
-        Whole chunks go to the file already encoded (H5Dwrite_chunk, see
-        `raw_chunk_encoder`), skipping the copy into the chunk cache (uncompressed:
-        user CPU per 4 x 4096 frame 12-14 -> 3-6 us; benchmarks/README.md). Only
-        chunks no earlier call touched are written that way; a partly filled chunk
-        at either end of the block goes through the normal (cached) path, so a chunk
-        is never both in the cache and written around it.
+        Where we can encode chunks ourselves (`raw_chunk_encoder`), every chunk goes
+        to the file whole and encoded (H5Dwrite_chunk), skipping HDF5's chunk cache
+        and filter (uncompressed: user CPU per 4 x 4096 frame 12-14 -> 3-6 us;
+        benchmarks/README.md). Rows of a chunk that a block leaves unfinished wait
+        in `_open_chunk` for the next block, so blocks need not line up with chunks.
+        Whole chunks compress on the encoding pool while this thread goes on with
+        the next block; they are stored in order (`_store_finished`).
         """
-        n = spectra.shape[0]
-        k = self._chunk_rows
-        head = min(n, -first % k)
-        whole = (n - head) // k * k if self._encode_chunk is not None else 0
-        if head:
-            self._data.write_direct(spectra[:head], dest_sel=np.s_[first:first + head])
-        starts = range(head, head + whole, k)
-        chunks = [spectra[j:j + k] for j in starts]
+        if self._encode_chunk is None:
+            self._data.write_direct(spectra, dest_sel=np.s_[first:first + spectra.shape[0]])
+            return
+        n, k = spectra.shape[0], self._chunk_rows
+        done = 0
+        if self._open_rows:   # rows first.. continue it: appends are consecutive
+            done = min(n, k - self._open_rows)
+            self._open_chunk[self._open_rows:self._open_rows + done] = spectra[:done]
+            self._open_rows += done
+            if self._open_rows == k:
+                self._submit(self._open_row, self._open_chunk)
+                self._open_chunk, self._open_rows = None, 0
+        while n - done >= k:
+            self._submit(first + done, spectra[done:done + k])
+            done += k
+        if done < n:
+            self._open_chunk = np.zeros((k,) + spectra.shape[1:], dtype=spectra.dtype)
+            self._open_row, self._open_rows = first + done, n - done
+            self._open_chunk[:n - done] = spectra[done:]
+        self._store_finished(wait=False)
+
+    def _submit(self, row: int, chunk: np.ndarray) -> None:
         if self._encode_chunk is _as_is:
-            encoded = chunks
+            self._pending.append((row, chunk))
         else:
-            encoded = encode_pool().map(self._encode_chunk, chunks)   # in order, as they finish
-        for j, chunk in zip(starts, encoded):
-            self._data.id.write_direct_chunk((first + j, 0, 0), chunk)
-        if head + whole < n:
-            self._data.write_direct(spectra[head + whole:], dest_sel=np.s_[first + head + whole:first + n])
+            self._pending.append((row, encode_pool().submit(self._encode_chunk, chunk)))
+
+    def _store_finished(self, wait: bool) -> None:
+        """Write pending chunks in order: those already encoded, and while more than
+        PENDING_CHUNKS wait, the oldest as soon as it is; with ``wait``, all."""
+        while self._pending:
+            row, item = self._pending[0]
+            if isinstance(item, Future):
+                if not (wait or item.done() or len(self._pending) > PENDING_CHUNKS):
+                    return
+                item = item.result()
+            self._data.id.write_direct_chunk((row, 0, 0), item)
+            self._pending.popleft()
+
+    def _store_all_spectra(self) -> None:
+        """Every appended row on disk (for a flush or the close): the pending chunks,
+        then the unfinished chunk, padded, as a whole chunk. The rows past the
+        dataset's extent are never read; the next block writes the chunk again."""
+        self._store_finished(wait=True)
+        if self._open_rows:
+            self._data.id.write_direct_chunk((self._open_row, 0, 0), self._encode_chunk(self._open_chunk))
 
     def _check_space(self, incoming: int) -> None:
         """Stop before the disk is full: HDF5 cannot close a file after a failed write."""
@@ -356,6 +398,7 @@ class SeriesFile:
     def flush(self) -> None:
         """Make every appended frame visible to SWMR readers and durable against a kill."""
         with self._guard("flush"):
+            self._store_all_spectra()
             self._write_staged()
             self._frames_written_ds[()] = self.frames_written
             self._h5.flush()
@@ -372,6 +415,7 @@ class SeriesFile:
         if not self.broken:
             try:
                 with self._guard("close"):
+                    self._store_all_spectra()
                     self._write_staged()
                     self._frames_written_ds[()] = self.frames_written
                     self._h5[COMPLETE][()] = bool(complete)
@@ -391,6 +435,8 @@ class SeriesFile:
     def _drop_datasets(self) -> None:
         self._data = self._scalers = self._frame_numbers = self._frames_written_ds = None  # type: ignore[assignment]
         self._attr_ds = []
+        self._pending.clear()
+        self._open_chunk = None
 
     def _detach_and_close(self) -> None:
         """Close a file HDF5 can no longer write.

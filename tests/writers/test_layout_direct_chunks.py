@@ -1,8 +1,8 @@
 """Whole-chunk writes that bypass HDF5's chunk cache: every value still lands where it belongs.
 
 Full-size frames (4 x 4096 uint32) make 16-frame chunks, so blocks of uneven
-sizes mix cached writes (partly filled chunks at either end of a block) with
-raw chunk writes (whole chunks in between).
+sizes leave chunks unfinished at their ends: those rows wait for the next block
+(and are written padded at a flush), whole chunks go to the encoding pool.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from writers_helpers import block_values, make_start
 SIZES = [5, 27, 16, 40, 3, 1, 32, 9]   # chunk boundaries fall inside, between and at block edges
 
 
-def write(path, sizes, compression="None", dtype="<u4", flush_after=None):
+def write(path, sizes, compression="None", dtype="<u4", flush_after=()):
     start = make_start("chunks", channels=4, bins=4096, dtc_applied=dtype == "<f8")
     assert layout.chunk_frames(start) == (16 if dtype == "<u4" else 8)
     handle = layout.create(path, start, compression)
@@ -30,7 +30,7 @@ def write(path, sizes, compression="None", dtype="<u4", flush_after=None):
         handle.append(block)
         blocks.append(block)
         first += n
-        if i == flush_after:
+        if i in flush_after:
             handle.flush()
             with h5py.File(path, "r", swmr=True) as reader:   # a partly filled chunk is visible too
                 np.testing.assert_array_equal(reader[layout.DATA][()],
@@ -42,11 +42,42 @@ def write(path, sizes, compression="None", dtype="<u4", flush_after=None):
 @pytest.mark.parametrize("compression", ["None", "BSLZ4"])
 def test_uneven_blocks_read_back_value_by_value(tmp_path, compression):
     path = tmp_path / "d.h5"
-    expected = write(path, SIZES, compression, flush_after=1)
+    expected = write(path, SIZES, compression, flush_after=(1,))
     contents = layout.read_frames(path)
     assert contents.count == sum(SIZES)
     np.testing.assert_array_equal(contents.spectra, expected)
     np.testing.assert_array_equal(contents.frame_numbers, np.arange(sum(SIZES)))
+
+
+@pytest.mark.parametrize("compression", ["None", "BSLZ4"])
+def test_a_flush_inside_a_chunk_shows_every_row_and_the_chunk_is_finished_later(tmp_path, compression):
+    """After each flush a SWMR reader sees exactly the rows appended so far (the
+    unfinished chunk written padded); the next blocks rewrite that chunk whole."""
+    path = tmp_path / "u.h5"
+    sizes = [5, 27, 16, 40, 3, 1, 32, 9, 7]
+    expected = write(path, sizes, compression, flush_after=tuple(range(len(sizes))))
+    np.testing.assert_array_equal(layout.read_frames(path).spectra, expected)
+    with h5py.File(path, "r") as f:
+        dsid = f[layout.DATA].id
+        assert dsid.get_num_chunks() == -(-sum(sizes) // 16)
+        assert [dsid.get_chunk_info(i).chunk_offset[0] for i in range(dsid.get_num_chunks())] == \
+            list(range(0, sum(sizes), 16))
+
+
+def test_more_chunks_than_may_wait_in_the_pool_are_stored_in_order(tmp_path):
+    """Blocks of many chunks: the writing thread goes on while chunks compress,
+    but never leaves more than PENDING_CHUNKS in the pool (they hold the blocks'
+    memory), and stores each chunk at its own row."""
+    path = tmp_path / "m.h5"
+    handle = layout.create(path, make_start("many", channels=4, bins=4096), "BSLZ4")
+    blocks, first = [], 0
+    for n in (16 * 3 * layout.PENDING_CHUNKS + 5, 16 * 3 * layout.PENDING_CHUNKS, 11):
+        blocks.append(block_values(first, n, channels=4, bins=4096))
+        handle.append(blocks[-1])
+        assert len(handle._pending) <= layout.PENDING_CHUNKS
+        first += n
+    handle.close(complete=True)
+    np.testing.assert_array_equal(layout.read_frames(path).spectra, np.concatenate([b.spectra for b in blocks]))
 
 
 @pytest.mark.parametrize("compression", ["None", "BSLZ4"])
