@@ -229,11 +229,9 @@ class SeriesFile:
         self._data = h5[DATA]
         self._chunk_rows = self._data.chunks[0]
         self._encode_chunk = raw_chunk_encoder(self._data)
-        # Spectra rows of the chunk not yet whole (first row _open_row), and whole
-        # chunks handed to the encoding pool, stored in order as they finish.
+        # The chunk not yet whole (its filled rows: frames_written % chunk rows), and
+        # whole chunks handed to the encoding pool, stored in order as they finish.
         self._open_chunk: Optional[np.ndarray] = None
-        self._open_row = 0
-        self._open_rows = 0
         self._pending: collections.deque = collections.deque()
         self._scalers = h5[SCALERS]
         self._frame_numbers = h5[FRAME_NUMBERS]
@@ -304,20 +302,18 @@ class SeriesFile:
             self._data.write_direct(spectra, dest_sel=np.s_[first:first + spectra.shape[0]])
             return
         n, k = spectra.shape[0], self._chunk_rows
-        done = 0
-        if self._open_rows:   # rows first.. continue it: appends are consecutive
-            done = min(n, k - self._open_rows)
-            self._open_chunk[self._open_rows:self._open_rows + done] = spectra[:done]
-            self._open_rows += done
-            if self._open_rows == k:
-                self._submit(self._open_row, self._open_chunk)
-                self._open_chunk, self._open_rows = None, 0
+        done, filled = 0, first % k   # appends are consecutive: rows first.. continue the open chunk
+        if filled:
+            done = min(n, k - filled)
+            self._open_chunk[filled:filled + done] = spectra[:done]
+            if filled + done == k:
+                self._submit(first - filled, self._open_chunk)
+                self._open_chunk = None
         while n - done >= k:
             self._submit(first + done, spectra[done:done + k])
             done += k
         if done < n:
             self._open_chunk = np.zeros((k,) + spectra.shape[1:], dtype=spectra.dtype)
-            self._open_row, self._open_rows = first + done, n - done
             self._open_chunk[:n - done] = spectra[done:]
         self._store_finished(wait=False)
 
@@ -344,8 +340,9 @@ class SeriesFile:
         then the unfinished chunk, padded, as a whole chunk. The rows past the
         dataset's extent are never read; the next block writes the chunk again."""
         self._store_finished(wait=True)
-        if self._open_rows:
-            self._data.id.write_direct_chunk((self._open_row, 0, 0), self._encode_chunk(self._open_chunk))
+        if self._open_chunk is not None:
+            row = self.frames_written - self.frames_written % self._chunk_rows
+            self._data.id.write_direct_chunk((row, 0, 0), self._encode_chunk(self._open_chunk))
 
     def _check_space(self, incoming: int) -> None:
         """Stop before the disk is full: HDF5 cannot close a file after a failed write."""
