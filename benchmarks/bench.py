@@ -4,7 +4,7 @@ Why: speed is the reason to switch to this IOC, so the figures are measured the
 way a sceptical user would: our path and the simple ways side by side, on the
 same frames, on the same machine, as ratios against fixed targets.
 
-    python benchmarks/bench.py [--frames N] [--write-frames N] [--json out.json] [--quick]
+    python benchmarks/bench.py [--frames N] [--write-frames N] [--step-points N] [--json out.json] [--quick]
 
 Phases (each in separate processes, as deployed):
   1. baselines: one pickled dict per frame over zmq (the seed's way) and raw
@@ -15,7 +15,10 @@ Phases (each in separate processes, as deployed):
      of the IOC and the receiver is sampled;
   3. writing: `ndarray.tofile` of the same bytes, then the receiver writing
      HDF5 uncompressed and with bitshuffle-LZ4, then the built-in HDF1 writer
-     the same two ways, all into the same directory.
+     the same two ways, all into the same directory;
+  4. a step scan: points of one 1 ms frame, one Acquire put with callback each
+     and every frame captured to one file, against a put with callback to a
+     scalar PV (the Channel Access round trip alone).
 The simulator's frame memory is made as large as the run (it holds metadata
 only), so the detector never limits the rate: the figures are the pipeline's.
 Each writing rate counts until the file is on disk: the script fsyncs what the
@@ -55,6 +58,8 @@ LONG_RUN = 200_000           # frames needed for the flat-memory figure
 WRITE_RUN = 65_536           # frames per writing run: 4 GiB, beyond what the page cache absorbs (see above)
 WARMUP_FRAMES = 100_000      # untimed first run: a fresh IOC fills its block pool, queues and heap
 WARM_BYTES = 1 << 30         # memory made warm before each streaming phase (see settle)
+STEP_POINTS = 300            # points of the step scan (--quick 100)
+STEP_EXPOSURE_S = 0.001
 
 TARGETS = {
     "stream_vs_pickle": 2.0,       # ours >= 2x the seed-style pickle baseline
@@ -374,6 +379,41 @@ def builtin_write(ioc, directory: Path, frames: int, exposure: float, compressio
             **rates(written, done["t"] - t0, sync_s)}
 
 
+# ---- phase 4: step scan ---------------------------------------------------------------
+def step_scan(ioc, directory: Path, points: int) -> dict:
+    """Points of one frame, as a step scan takes them: each point an Acquire put with
+    callback that completes once the frame is read, posted and its end state sent to
+    the monitors; every frame captured into one HDF5 file. The baseline is a put with
+    callback to a scalar PV: what Channel Access alone costs a point."""
+    out = directory / "step-scan"
+    out.mkdir()
+    configure_run(ioc, 1, STEP_EXPOSURE_S)
+    round_trip, per_point = [], []
+    for _ in range(points):
+        t0 = time.perf_counter()
+        ioc.put("det1:NumImages", 1)   # (NumImages is copied to HDF1:NumCapture: set that after)
+        round_trip.append(time.perf_counter() - t0)
+    ioc.put("HDF1:FilePath", str(out))
+    ioc.put("HDF1:FileName", "scan")
+    ioc.put("HDF1:Compression", "None")
+    ioc.put("HDF1:NumCapture", points)
+    ioc.put("HDF1:Capture", 1, wait=False)
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=20)
+    t_scan = time.perf_counter()
+    for _ in range(points):
+        t0 = time.perf_counter()
+        ioc.put("det1:Acquire", 1, timeout=30)
+        per_point.append(time.perf_counter() - t0)
+    scan_s = time.perf_counter() - t_scan
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=30)
+    written = ioc.get("HDF1:NumCaptured_RBV")
+    shutil.rmtree(out)
+    return {"points": points, "exposure_s": STEP_EXPOSURE_S, "frames_written": written,
+            "lost": points - written, "points_per_s": points / scan_s,
+            "point_p50_ms": _ms(percentile(per_point, 50)), "point_p99_ms": _ms(percentile(per_point, 99)),
+            "put_round_trip_p50_ms": _ms(percentile(round_trip, 50))}
+
+
 def best(runs: list) -> dict:
     """The fastest of several rounds of one path, with every round's rate kept."""
     top = dict(max(runs, key=lambda run: run["frames_per_s"]))
@@ -482,6 +522,14 @@ def table(r: dict) -> str:
         "",
         f"{'target':62s} {'measured':34s} result",
     ]
+    if "step_scan" in r:
+        st = r["step_scan"]
+        lines[-2:-2] = [
+            "",
+            f"step scan, {st['points']} points of one {st['exposure_s'] * 1e3:g} ms frame captured to HDF5: "
+            f"{st['points_per_s']:.1f} points/s, per point p50 {st['point_p50_ms']:.1f} ms, "
+            f"p99 {st['point_p99_ms']:.1f} ms ({st['frames_written']} frames written); "
+            f"a put with callback to a scalar PV: p50 {st['put_round_trip_p50_ms']:.1f} ms"]
     for text, measured, ok in r["targets"]:
         lines.append(f"{text:62s} {measured:34s} {'pass' if ok else 'MISS'}")
     return "\n".join(lines)
@@ -504,6 +552,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, help=f"frames per stream run (default {LONG_RUN}; --quick 50000)")
     p.add_argument("--write-frames", type=int,
                    help=f"frames per writing run (default {WRITE_RUN}, 4 GiB; --quick 8192)")
+    p.add_argument("--step-points", type=int,
+                   help=f"points of the step scan (default {STEP_POINTS}; --quick 100)")
     p.add_argument("--exposure", type=float, default=MIN_EXPOSURE_S,
                    help="AcquireTime in s (default %(default)g, the simulator's highest frame rate)")
     p.add_argument("--dir", type=Path, help="directory for the written files (default: a new temp dir)")
@@ -543,6 +593,9 @@ def main(argv=None) -> int:
             streams.setdefault("stream", []).append(ours_stream(ioc, frames, args.exposure))
         for key, runs in streams.items():
             results[key] = best(runs)
+        points = args.step_points or (100 if args.quick else STEP_POINTS)
+        log(f"step scan: {points} points of one frame")
+        results["step_scan"] = step_scan(ioc, work, points)
         writes: dict = {}
         for rep in range(args.repeat):
             tag = f" (round {rep + 1} of {args.repeat})" if args.repeat > 1 else ""

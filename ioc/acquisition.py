@@ -39,8 +39,8 @@ TRIGGER_MODES = {
 }
 SOFTWARE_MODES = ("Software", "Software + Internal")
 
-# caproto circuits batch subscription updates for up to 10 ms (HIGH_LOAD_TIMEOUT)
-MONITOR_BATCH_S = 0.025
+#: Longest an Acquire put waits for the run's last updates to reach its clients
+MONITOR_FLUSH_TIMEOUT_S = 0.5
 
 
 @dataclass
@@ -268,13 +268,9 @@ class Acquisition:
         completes, as in an EPICS IOC: a client reading its monitored values right
         after `caput -c` must see the end state, not the one before."""
         ctx = self.ca_context
-        if ctx is None:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 0.5
-        while not ctx.subscription_queue.empty() and loop.time() < deadline:
-            await asyncio.sleep(0.001)
-        await asyncio.sleep(MONITOR_BATCH_S)
+        if ctx is not None and not await ctx.updates_sent(MONITOR_FLUSH_TIMEOUT_S):
+            log.warning("the run's last value updates were not all sent within %.1f s",
+                        MONITOR_FLUSH_TIMEOUT_S)
 
     def _series_start(self, run: ActiveRun) -> SeriesStart:
         plan, det, d = run.plan, self.det, self.driver
@@ -310,17 +306,21 @@ class Acquisition:
         return 0
 
     async def _zero_counters(self) -> None:
+        """Counters back to their erased values; values already there are not posted
+        again (this runs at the start of every run of a step scan)."""
+        zeros = np.zeros(self.bins)
         for ch in self.channels:
-            await ch.spectrum_sum.write([0.0] * self.bins)
-            for k in range(11):
-                await getattr(ch, f"sca{k}").write(0.0)
-                await getattr(ch, f"sca_sum{k}").write(0.0)
-            await ch.dt_factor.write(1.0)
-            await ch.dead_time.write(0.0)
+            if np.any(ch.spectrum_sum.value):
+                await ch.spectrum_sum.write(zeros, verify_value=False)
+            scalars = [(getattr(ch, f"sca{k}"), 0.0) for k in range(11)]
+            scalars += [(getattr(ch, f"sca_sum{k}"), 0.0) for k in range(11)]
+            scalars += [(ch.dt_factor, 1.0), (ch.dead_time, 0.0)]
             for roi in ch.rois:
-                for pv in (roi.total, roi.net, roi.min_value, roi.max_value, roi.mean_value):
-                    if pv.value != 0.0:
-                        await pv.write(0.0)
+                scalars += [(pv, 0.0) for pv in (roi.total, roi.net, roi.min_value, roi.max_value,
+                                                 roi.mean_value)]
+            for pv, value in scalars:
+                if pv.value != value:
+                    await pv.write(value, verify_value=False)
 
     async def erase(self) -> None:
         if self._run is not None:

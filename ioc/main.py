@@ -12,7 +12,7 @@ import sys
 
 from xspress3.driver import LibraryError, Xspress3Error
 
-from .ca_server import RejectedPutLogFilter, SafeContext
+from .ca_server import RejectedPutLogFilter, SafeContext, tune_update_batching
 from .options import DEFAULT_MONITOR, DEFAULT_STREAM, IocOptions, default_settings_file
 from .server import build_ioc_class
 
@@ -86,6 +86,7 @@ def create(options: IocOptions):
 
 
 async def serve(ioc, interfaces=None) -> None:
+    tune_update_batching()
     ctx = SafeContext(ioc.pvdb, interfaces)
     ioc.ca_context = ctx
     loop = asyncio.get_running_loop()

@@ -30,7 +30,7 @@ def run_script(args: list, timeout: float) -> subprocess.CompletedProcess:
 def test_bench_quick_writes_a_complete_report(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_script([str(BENCH / "bench.py"), "--quick", "--frames", "3000", "--write-frames", "512",
-                       "--dir", str(tmp_path), "--json", str(out)], timeout=50)
+                       "--step-points", "20", "--dir", str(tmp_path), "--json", str(out)], timeout=50)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["machine"]["cores"] >= 1 and result["machine"]["numpy"] == np.__version__
@@ -42,6 +42,9 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
         assert result[key]["frames"] == 512 and result[key]["lost"] == 0, result[key]
         assert result[key].get("complete", True), result[key]
     assert result["stream"]["caget"]["count"] > 0
+    step = result["step_scan"]
+    assert step["frames_written"] == 20 and step["lost"] == 0 and step["point_p50_ms"] > 0, step
+    assert "step scan, 20 points" in proc.stdout
     assert result["stream"]["rss"]["ioc"]["samples"] >= 1
     assert len(result["targets"]) == 11 and all(isinstance(ok, bool) for _, _, ok in result["targets"])
     assert "stream >= 2x seed-style pickle" in proc.stdout    # the table was printed

@@ -3,7 +3,8 @@
 Run as a script (`python pyepics_scan.py PREFIX POINTS`) with the IOC's CA
 environment (pyepics reads it at import). Prints one JSON object: per point the
 ROI total, deadtime factor and percent, and the spectrum sum over the ROI; plus
-every ArrayCounter_RBV value a monitor saw.
+every ArrayCounter_RBV value a monitor saw, and the monitored counter and
+state as they stood when each Acquire put completed.
 """
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ import epics
 import numpy as np
 
 ROI = (500, 300)  # MinX, SizeX of ROI 1 on channel 1
-# Reads after the Acquire put completes ask the IOC (use_monitor=False): caproto may
-# deliver monitor updates of the last frame after the put-callback reply, so the
-# pyepics monitor cache can still hold the previous values for a few milliseconds.
 FRAMES = 4
 EXPOSURE_S = 0.01
 
@@ -47,11 +45,18 @@ def main(prefix: str, points: int) -> dict:
     if not wait_until(lambda: counts, 10):
         raise RuntimeError("no monitor update from ArrayCounter_RBV")
 
+    state = epics.PV(pv("det1:DetectorState_RBV"), auto_monitor=True)
+    if not state.wait_for_connection(10):
+        raise RuntimeError("DetectorState_RBV did not connect")
+
     result = {"points": [], "counter_updates": counts}
     for _ in range(points):
-        # a put with callback on Acquire returns when the frames are in
+        # a put with callback on Acquire returns when the frames are in, and only
+        # after the monitors have delivered the run's end state: the monitored
+        # values are read at once, from pyepics' cache, as ophyd reads them
         if epics.caput(pv("det1:Acquire"), 1, wait=True, timeout=60) != 1:
             raise RuntimeError("Acquire put did not complete")
+        monitored = {"monitored_frames": int(counter.value), "monitored_state": state.char_value}
         def get(suffix: str, **kw):
             return epics.caget(pv(suffix), use_monitor=False, timeout=10, **kw)
 
@@ -64,6 +69,7 @@ def main(prefix: str, points: int) -> dict:
             "dt_factor": get("C1:DTFactor_RBV"),
             "dead_time": get("C1:DeadTime_RBV"),
             "sca_dt_factor": get("C1SCA:9:Value_RBV"),
+            **monitored,
         })
     wait_until(lambda: counts and counts[-1] == FRAMES, 10)
     counter.clear_callbacks()

@@ -15,6 +15,8 @@ def test_pyepics_step_scan_reads_each_points_frames(client_ioc):
     for point in points:
         # the Acquire put-callback returned only after the run ended
         assert point["state"] == "Idle" and point["frames"] == 4, point
+        # and its monitors had delivered the end state before the put completed
+        assert point["monitored_state"] == "Idle" and point["monitored_frames"] == 4, point
         # ROI 1 is the sum of its bins of the latest spectrum
         assert point["roi_total"] > 0
         assert point["roi_total"] == point["roi_from_spectrum"]
