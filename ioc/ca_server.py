@@ -14,8 +14,8 @@
    when the subscriptions are cancelled.
 
 And one addition: `SafeContext.updates_sent` tells when every value update
-posted so far has gone out to the clients, so an Acquire put can complete only
-after its end state has (see `UPDATE_BATCH_GAP_S`).
+posted so far has gone out to the clients, so that an Acquire put completes only
+once the run's end state has reached them (see `UPDATE_BATCH_GAP_S`).
 
 The rest of the server is caproto's own. `RejectedPutLogFilter` keeps caproto's
 log of refused puts out of the IOC's log (each is reported once by the IOC).

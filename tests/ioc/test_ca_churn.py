@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+import psutil
 from caproto.threading.client import Context
 
 from iochelp import FrozenClient, close_context
@@ -43,40 +44,41 @@ def churn(ioc, stop: threading.Event, errors: list, counts: list) -> None:
 def test_subscription_churn_during_full_rate_run(fresh_ioc):
     ioc = fresh_ioc
     frozen = [FrozenClient(ioc, [f"MCA{n}:ArrayData" for n in (1, 2, 3, 4)]) for _ in range(2)]
-    ioc.put("det1:UpdateRate", 50.0)
-    ioc.put("det1:AcquireTime", 0.0001)
-    ioc.put("det1:NumImages", 40000)
-    stop = threading.Event()
-    errors: list = []
-    counts: list = []
-    workers = [threading.Thread(target=churn, args=(ioc, stop, errors, counts), daemon=True)
-               for _ in range(4)]
-    for w in workers:
-        w.start()
-    run_ok = []
+    try:
+        ioc.put("det1:UpdateRate", 50.0)
+        ioc.put("det1:AcquireTime", 0.0001)
+        ioc.put("det1:NumImages", 40000)
+        stop = threading.Event()
+        errors: list = []
+        counts: list = []
+        workers = [threading.Thread(target=churn, args=(ioc, stop, errors, counts), daemon=True)
+                   for _ in range(4)]
+        for w in workers:
+            w.start()
+        run_ok = []
 
-    def acquire():
-        ioc.put("det1:Acquire", 1, wait=True, timeout=120)
-        run_ok.append(True)
+        def acquire():
+            ioc.put("det1:Acquire", 1, wait=True, timeout=120)
+            run_ok.append(True)
 
-    import psutil
-    rss_before = psutil.Process(ioc.proc.pid).memory_info().rss
-    runner = threading.Thread(target=acquire, daemon=True)
-    runner.start()
-    runner.join(150)
-    stop.set()
-    for w in workers:
-        w.join(30)
-    assert run_ok, "the run did not complete"
-    assert ioc.get("det1:ArrayCounter_RBV") == 40000
-    # the frozen clients' sends are stuck by now: each end of run stops waiting for
-    # them to take its last updates (ca_server.STALLED_SEND_S) instead of running out
-    # the flush's time limit
-    ioc.put("det1:NumImages", 10)
-    for _ in range(3):
-        ioc.put("det1:Acquire", 1, wait=True, timeout=30)
-    for f in frozen:
-        f.close()
+        rss_before = psutil.Process(ioc.proc.pid).memory_info().rss
+        runner = threading.Thread(target=acquire, daemon=True)
+        runner.start()
+        runner.join(150)
+        stop.set()
+        for w in workers:
+            w.join(30)
+        assert run_ok, "the run did not complete"
+        assert ioc.get("det1:ArrayCounter_RBV") == 40000
+        # the frozen clients' sends are stuck by now: each end of run stops waiting for
+        # them to take its last updates (ca_server.STALLED_SEND_S) instead of running out
+        # the flush's time limit
+        ioc.put("det1:NumImages", 10)
+        for _ in range(3):
+            ioc.put("det1:Acquire", 1, wait=True, timeout=30)
+    finally:
+        for f in frozen:
+            f.close()
     assert "were not all sent" not in ioc.output()
     rss_after = psutil.Process(ioc.proc.pid).memory_info().rss
     # frozen clients hold at most a few queued spectra each: memory stays bounded
