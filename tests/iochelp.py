@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from caproto import CaprotoTimeoutError, ChannelType, ErrorResponse
+from caproto import CaprotoTimeoutError, ChannelType, ErrorResponse, ErrorResponseReceived
 
 
 def _patch_threading_client() -> None:
@@ -257,28 +257,30 @@ class IocProcess:
             resp = pv.read(data_type=ChannelType.STRING, timeout=timeout)
         return _value(resp)
 
-    def put(self, suffix: str, value, wait: bool = True, timeout: float = 10.0):
+    def _write(self, suffix: str, value, wait: bool, timeout: float):
         pv = self._pv(suffix, timeout)
         if pv.channel.native_data_type == ChannelType.CHAR and isinstance(value, str):
             value = np.frombuffer(value.encode("latin-1") + b"\0", dtype=np.uint8)
         if isinstance(value, str):
-            response = pv.write([value], wait=wait, timeout=timeout, data_type=ChannelType.STRING)
-        else:
-            response = pv.write(value, wait=wait, timeout=timeout)
+            return pv.write([value], wait=wait, timeout=timeout, data_type=ChannelType.STRING)
+        return pv.write(value, wait=wait, timeout=timeout)
+
+    def put(self, suffix: str, value, wait: bool = True, timeout: float = 10.0):
+        response = self._write(suffix, value, wait, timeout)
         if isinstance(response, ErrorResponse):
             raise PutFailed(f"{suffix}: {response.error_message}")
         return response
 
     def put_checked(self, suffix: str, value, timeout: float = 10.0):
-        """Put with callback through caproto's sync client, which raises
-        ErrorResponseReceived when the IOC rejects the put (the threading client
-        only logs that). Call it from one thread at a time."""
-        from caproto.sync import client as sync
-        self._ca()
-        if isinstance(value, str):
-            return sync.write(self.pv(suffix), [value], notify=True, timeout=timeout, repeater=False,
-                              data_type=ChannelType.STRING)
-        return sync.write(self.pv(suffix), value, notify=True, timeout=timeout, repeater=False)
+        """Put with callback that raises caproto's ErrorResponseReceived, with the
+        IOC's reason, when the IOC rejects the put. (caproto's sync client raises it
+        too, but searches on a new UDP socket for every call and now and then gets
+        no reply: 1-2 calls in ~2500 waited out their timeout, against an IOC that
+        answered 67 000 of 67 000 searches from one socket and 1253 of 1253 `caget`s.)"""
+        response = self._write(suffix, value, True, timeout)
+        if isinstance(response, ErrorResponse):
+            raise ErrorResponseReceived(response)
+        return response
 
     def acquire_in_background(self, timeout: float = 60.0) -> threading.Thread:
         """Start `det1:Acquire` = 1 with callback in a thread (started, returned): the
