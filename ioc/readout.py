@@ -206,20 +206,26 @@ class SpectrumBuffers:
     (4 messages) and the blocks the readout and the monitor hold. With 8, the
     blocks beyond it were allocated and freed all run long and the RSS swung by
     ~15 %.
+
+    Small blocks share a base: each takes the frames after the previous one's, so
+    at 10 kHz (the readout reads ~20 frames at a time) a base holds ~6 blocks and
+    the queues, counted in frames, fit in the pool instead of spilling into
+    allocations that come and go.
     """
 
     def __init__(self, keep: int = 16):
         self.keep = keep
         self._bases: list = []
         self._shape: tuple = ()
+        self._current: Optional[int] = None   # index of the base being filled
+        self._used = 0                        # its frames handed out so far
         self._bases.append(np.empty(1))
-        self._free_refs = self._refs_in_loop()   # references of a base nobody else holds
+        self._free_refs = self._refs(0)       # the references of a base nobody else holds
         self._bases.clear()
 
-    def _refs_in_loop(self) -> int:
-        for base in self._bases:
-            return sys.getrefcount(base)
-        return 0
+    def _refs(self, i: int) -> int:
+        """References to base i; always taken this one way, so that they compare."""
+        return sys.getrefcount(self._bases[i])
 
     def _allocate(self, shape: tuple) -> list:
         """All `keep` bases at once, every page touched: the pool's memory is
@@ -235,15 +241,22 @@ class SpectrumBuffers:
         """Have the pool for blocks of `shape` ready (allocating it takes ~0.1-0.5 s:
         call it before the detector runs, not while frames pile up)."""
         if shape != self._shape:
-            self._bases, self._shape = [], ()     # let the old pool go before the new one
+            self._bases, self._shape, self._current = [], (), None   # the old pool goes first
             self._bases, self._shape = self._allocate(shape), shape
 
     def take(self, frames: int, shape: tuple) -> np.ndarray:
         """A C-contiguous (frames, *shape[1:]) uint32 view; shape is the full block shape."""
         self.prepare(shape)
-        for base in self._bases:
-            if sys.getrefcount(base) == self._free_refs:
-                return base[:frames]
+        if self._current is not None:
+            if self._refs(self._current) == self._free_refs:
+                self._used = 0                         # all its blocks were released
+            if self._used + frames <= shape[0]:
+                self._used += frames
+                return self._bases[self._current][self._used - frames:self._used]
+        for i in range(len(self._bases)):
+            if i != self._current and self._refs(i) == self._free_refs:
+                self._current, self._used = i, frames
+                return self._bases[i][:frames]
         # Beyond the pool: only what this block needs. A whole-block array for a
         # small block (at 10 kHz the readout reads ~20 frames at a time, and the
         # queues, counted in frames, then hold dozens of blocks) grew the IOC by
