@@ -91,8 +91,7 @@ class Acquisition:
             for r in np.flatnonzero(self._rois.use[i]):
                 await asyncio.sleep(0)
                 roi = ch.rois[r]
-                for pv, value in zip((roi.total, roi.net, roi.min_value, roi.max_value, roi.mean_value),
-                                     s.rois[i, r]):
+                for pv, value in zip(roi.stats, s.rois[i, r]):
                     await pv.write(float(value), verify_value=False)
             if ch.ts_current_point.value != s.ts_point:
                 await ch.ts_current_point.write(s.ts_point)
@@ -316,8 +315,7 @@ class Acquisition:
             scalars += [(getattr(ch, f"sca_sum{k}"), 0.0) for k in range(11)]
             scalars += [(ch.dt_factor, 1.0), (ch.dead_time, 0.0)]
             for roi in ch.rois:
-                scalars += [(pv, 0.0) for pv in (roi.total, roi.net, roi.min_value, roi.max_value,
-                                                 roi.mean_value)]
+                scalars += [(pv, 0.0) for pv in roi.stats]
             for pv, value in scalars:
                 if pv.value != value:
                     await pv.write(value, verify_value=False)

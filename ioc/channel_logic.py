@@ -108,7 +108,7 @@ class ChannelLogic:
 
     async def reset_roi_stats(self, instance, value) -> str:
         for roi in instance.group.rois:
-            for pv in (roi.total, roi.net, roi.min_value, roi.max_value, roi.mean_value):
+            for pv in roi.stats:
                 if pv.value != 0.0:
                     await pv.write(0.0)
         return "Done"

@@ -26,11 +26,25 @@ SCA_UNITS = ("ticks", "ticks", "counts", "counts", "counts", "counts", "counts",
              "ticks", "factor", "%")
 
 
+#: The statistics PVs of an ROI, in the order of rois.roi_stats' columns.
+_ROI_STAT_PVS = (
+    ("total", "Total_RBV", 0, "Sum of the ROI bins in the latest frame."),
+    ("net", "Net_RBV", 1, "Total minus the edge background (BgdWidth) in the latest frame."),
+    ("min_value", "MinValue_RBV", 0, "Smallest bin in the ROI, latest frame."),
+    ("max_value", "MaxValue_RBV", 0, "Largest bin in the ROI, latest frame."),
+    ("mean_value", "MeanValue_RBV", 3, "Mean bin value in the ROI, latest frame."))
+
+
 class _RoiBase(Xsp3Group):
     def __init__(self, *args, channel: int, index: int, **kwargs):
         self.channel = channel
         self.index = index
         super().__init__(*args, **kwargs)
+
+    @property
+    def stats(self) -> tuple:
+        """Total, net, min, max and mean PVs (the columns of rois.roi_stats)."""
+        return tuple(getattr(self, attr) for attr, *_ in _ROI_STAT_PVS)
 
     async def apply_setting(self, attr, value):
         return await self.root.roi_setting(self, attr, value)
@@ -50,12 +64,7 @@ def _roi_namespace() -> dict:
     ns.update(setting("bgd_width", "BgdWidth", 0, dtype=int, units="bins", lower_ctrl_limit=0,
                       upper_ctrl_limit=512,
                       doc="Bins at each edge averaged as background for Net_RBV."))
-    for attr, name, precision, doc in (
-            ("total", "Total_RBV", 0, "Sum of the ROI bins in the latest frame."),
-            ("net", "Net_RBV", 1, "Total minus the edge background (BgdWidth) in the latest frame."),
-            ("min_value", "MinValue_RBV", 0, "Smallest bin in the ROI, latest frame."),
-            ("max_value", "MaxValue_RBV", 0, "Largest bin in the ROI, latest frame."),
-            ("mean_value", "MeanValue_RBV", 3, "Mean bin value in the ROI, latest frame.")):
+    for attr, name, precision, doc in _ROI_STAT_PVS:
         ns[attr] = pvproperty(name=name, value=0.0, read_only=True, units="counts",
                               precision=precision, doc=doc)
     return ns
