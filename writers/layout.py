@@ -335,14 +335,17 @@ class SeriesFile:
             self._data.id.write_direct_chunk((row, 0, 0), item)
             self._pending.popleft()
 
-    def _store_all_spectra(self) -> None:
-        """Every appended row on disk (for a flush or the close): the pending chunks,
-        then the unfinished chunk, padded, as a whole chunk. The rows past the
-        dataset's extent are never read; the next block writes the chunk again."""
+    def _write_appended(self) -> None:
+        """Every appended frame in the file (for a flush or the close): the pending
+        spectra chunks, then the unfinished chunk, padded, as a whole chunk (the rows
+        past the dataset's extent are never read; the next block writes the chunk
+        again), the staged per-frame values and the frame count."""
         self._store_finished(wait=True)
         if self._open_chunk is not None:
             row = self.frames_written - self.frames_written % self._chunk_rows
             self._data.id.write_direct_chunk((row, 0, 0), self._encode_chunk(self._open_chunk))
+        self._write_staged()
+        self._frames_written_ds[()] = self.frames_written
 
     def _check_space(self, incoming: int) -> None:
         """Stop before the disk is full: HDF5 cannot close a file after a failed write."""
@@ -395,9 +398,7 @@ class SeriesFile:
     def flush(self) -> None:
         """Make every appended frame visible to SWMR readers and durable against a kill."""
         with self._guard("flush"):
-            self._store_all_spectra()
-            self._write_staged()
-            self._frames_written_ds[()] = self.frames_written
+            self._write_appended()
             self._h5.flush()
         self._last_flush = time.monotonic()
 
@@ -412,9 +413,7 @@ class SeriesFile:
         if not self.broken:
             try:
                 with self._guard("close"):
-                    self._store_all_spectra()
-                    self._write_staged()
-                    self._frames_written_ds[()] = self.frames_written
+                    self._write_appended()
                     self._h5[COMPLETE][()] = bool(complete)
                     self._h5[END_TIME][()] = wire.utc_now_iso().encode("ascii")
                     self._h5.flush()
