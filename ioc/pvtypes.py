@@ -204,6 +204,14 @@ def setting(attr: str, name: str, value: Any, *, doc: str, dtype=None,
     return {attr: sp, attr + "_rbv": rbv}
 
 
+def record_type(prop: pvproperty, rtyp: str) -> pvproperty:
+    """Declare the EPICS record type a PV reports (its .RTYP), where the default
+    rule (pvtypes: from dtype, length and access) differs from the areaDetector
+    IOC's record, e.g. ``record_type(pvproperty(...), "calc")``."""
+    prop.record_type_name = rtyp
+    return prop
+
+
 def root_putter(method: str):
     """A putter that hands (instance, value) to the root group's `method`."""
     async def _put(group, instance, value):
