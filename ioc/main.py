@@ -8,10 +8,12 @@ import gc
 import logging
 import signal
 import sys
+from typing import Optional
 
 
 from xspress3.driver import LibraryError, Xspress3Error
 
+from .access_security import AccessPolicy, AcfError, load_acf, secured_context
 from .ca_server import RejectedPutLogFilter, SafeContext, tune_update_batching
 from .options import DEFAULT_MONITOR, DEFAULT_STREAM, IocOptions, default_settings_file
 from .server import build_ioc_class
@@ -45,6 +47,9 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
                    help="largest TSNumPoints of the ROI and SCA time series (default %(default)s)")
     p.add_argument("--interfaces", nargs="+", default=None,
                    help="network interfaces to serve Channel Access on (default: all)")
+    p.add_argument("--access", metavar="FILE", default=None,
+                   help="EPICS access security file (UAG/HAG/ASG/RULE); PVs are assigned to "
+                        "groups by '#%%ASSIGN(ASG) \"glob\"' lines (see README, Security)")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names at start")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -85,9 +90,13 @@ def create(options: IocOptions):
     return cls(prefix=options.prefix, options=options, driver=driver, driver_error=error)
 
 
-async def serve(ioc, interfaces=None) -> None:
+async def serve(ioc, interfaces=None, access: Optional[AccessPolicy] = None) -> None:
     tune_update_batching()
-    ctx = SafeContext(ioc.pvdb, interfaces)
+    if access is None:
+        ctx = SafeContext(ioc.pvdb, interfaces)
+    else:
+        ctx = secured_context(SafeContext)(ioc.pvdb, interfaces)
+        ctx.policy, ctx.prefix = access, ioc.prefix
     ioc.ca_context = ctx
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -111,6 +120,13 @@ def main(argv=None) -> int:
     options, args = parse_args(argv)
     _logging(args)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack
+    access = None
+    if args.access:
+        try:
+            access = load_acf(args.access)
+        except AcfError as ex:   # a bad ACF: serving with other rights than meant is worse
+            print(f"xspress3-ioc: access security file refused: {ex}", file=sys.stderr)
+            return 2
     try:
         ioc = create(options)
     except LibraryError as ex:   # a wrong --sdk path: nothing to serve, say why and stop
@@ -131,11 +147,13 @@ def main(argv=None) -> int:
     print(f"xspress3-ioc: driver {describe}", flush=True)
     print(f"xspress3-ioc: stream {options.stream or 'off'}, monitor {options.monitor or 'off'}, "
           f"settings {options.settings_file or 'not saved'}", flush=True)
+    if access is not None:
+        print(f"xspress3-ioc: access security {args.access}: {access.describe()}", flush=True)
     if args.list_pvs:
         for name in ioc.pvdb:
             print(name)
     try:
-        asyncio.run(serve(ioc, args.interfaces))
+        asyncio.run(serve(ioc, args.interfaces, access))
     except KeyboardInterrupt:
         pass
     print("xspress3-ioc: stopped", flush=True)
