@@ -36,10 +36,12 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
     p.add_argument("--settings", default=None, metavar="FILE",
                    help="where user settings persist (default ~/.config/xspress3-ioc/PREFIX.json; "
                         "'none' disables)")
-    p.add_argument("--stream", default=DEFAULT_STREAM,
-                   help=f"zmq endpoint the data stream binds (default {DEFAULT_STREAM}; 'none' disables)")
-    p.add_argument("--monitor", default=DEFAULT_MONITOR,
-                   help=f"zmq endpoint of the monitor socket (default {DEFAULT_MONITOR}; 'none' disables)")
+    p.add_argument("--stream", default=None,
+                   help=f"zmq endpoint the data stream binds (default {DEFAULT_STREAM} on the first "
+                        "--interfaces address, or on all interfaces without --interfaces; 'none' disables)")
+    p.add_argument("--monitor", default=None,
+                   help=f"zmq endpoint of the monitor socket (default {DEFAULT_MONITOR}, bound as "
+                        "--stream is; 'none' disables)")
     p.add_argument("--stream-queue", type=int, default=1024, metavar="FRAMES",
                    help="frames the stream may hold before back-pressure (high-water mark; "
                         "default %(default)s)")
@@ -58,13 +60,19 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
     def none_or(value):
         return None if value is None or value.lower() == "none" else value
 
+    def endpoint(given, default):
+        """The zmq sockets listen where Channel Access does unless told otherwise."""
+        if given is not None:
+            return none_or(given)
+        return default.replace("*", args.interfaces[0], 1) if args.interfaces else default
+
     options = IocOptions(
         prefix=args.prefix, library=args.sdk, cards=args.cards, channels=args.channels,
         frames_memory=args.frames_memory, address=args.address, port=args.port,
         config_dir=args.config_dir,
         settings_file=(default_settings_file(args.prefix) if args.settings is None
                        else none_or(args.settings)),
-        stream=none_or(args.stream), monitor=none_or(args.monitor),
+        stream=endpoint(args.stream, DEFAULT_STREAM), monitor=endpoint(args.monitor, DEFAULT_MONITOR),
         stream_queue_frames=args.stream_queue, ts_points=args.ts_points)
     return options, args
 
@@ -147,6 +155,11 @@ def main(argv=None) -> int:
     print(f"xspress3-ioc: driver {describe}", flush=True)
     print(f"xspress3-ioc: stream {options.stream or 'off'}, monitor {options.monitor or 'off'}, "
           f"settings {options.settings_file or 'not saved'}", flush=True)
+    everywhere = [e for e in (options.stream, options.monitor) if e and "://*:" in e]
+    if everywhere or not args.interfaces:
+        print("xspress3-ioc: listening on ALL network interfaces: "
+              + ", ".join((["Channel Access"] if not args.interfaces else []) + everywhere)
+              + " (limit with --interfaces, --stream, --monitor)", flush=True)
     if access is not None:
         print(f"xspress3-ioc: access security {args.access}: {access.describe()}", flush=True)
     if args.list_pvs:

@@ -35,3 +35,30 @@ def test_a_missing_sdk_library_is_a_clear_error(tmp_path):
     assert result.returncode != 0
     assert "libxspress3.so" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_zmq_sockets_listen_where_channel_access_does():
+    from xspress3.ioc.main import parse_args
+    options, _ = parse_args(["--interfaces", "127.0.0.1", "--settings", "none"])
+    assert options.stream == "tcp://127.0.0.1:9999"
+    assert options.monitor == "tcp://127.0.0.1:9998"
+    options, _ = parse_args(["--settings", "none"])          # no --interfaces: all, as CA
+    assert options.stream == "tcp://*:9999" and options.monitor == "tcp://*:9998"
+    options, _ = parse_args(["--interfaces", "127.0.0.1", "--stream", "tcp://*:7000",
+                             "--monitor", "none", "--settings", "none"])
+    assert options.stream == "tcp://*:7000" and options.monitor is None
+
+
+def test_listening_on_all_interfaces_is_said_at_start(tmp_path):
+    from iochelp import free_port
+    port = free_port()
+    ioc = IocProcess(tmp_path, "--interfaces", "127.0.0.1", "--stream", f"tcp://*:{port}",
+                     monitor=False)
+    # IocProcess passes its own --stream first; the later one given here wins (argparse)
+    ioc.start()
+    assert ioc.stop() == 0
+    out = ioc.output()
+    assert f"listening on ALL network interfaces: tcp://*:{port}" in out, out
+    quiet = IocProcess(tmp_path, "--interfaces", "127.0.0.1", monitor=False).start()
+    assert quiet.stop() == 0
+    assert "ALL network interfaces" not in quiet.output(), quiet.output()
