@@ -395,6 +395,12 @@ class FieldChannel(ChannelData):
     def value(self):
         return self.spec.get(self.record)
 
+    def _read_metadata(self, dbr_metadata):
+        if self.spec.enum_strings is not None and hasattr(dbr_metadata, "enum_strings"):
+            dbr_metadata.enum_strings = [s.encode(self.string_encoding)
+                                         for s in self.spec.enum_strings]
+        return super()._read_metadata(dbr_metadata)
+
     def check_access(self, hostname, username):
         if self.spec.put is None:
             return AccessRights.READ
