@@ -15,7 +15,7 @@ CHANNELS = (1, 2, 3, 4)
 ALL_ROIS = tuple(range(1, 49))  # the 48 MCAROIs per channel a full profile declares
 ROIS = {1: (500, 300), 2: (800, 500), 3: (1300, 200), 4: (0, 4096)}  # count: ROI -> MinX, SizeX
 POINTS = 3
-EXPOSURE_S = 0.02
+EXPOSURE_S = 0.2  # Xspress3Trigger.trigger returns None if the frame ends before it returns
 PATH_TEMPLATE = "xspress3/%Y/%m/%d"  # under the root, as profiles date their data directories
 CONNECT_TIMEOUT_S = 15.0  # served PVs connect at once; a broken one waits this long
 
