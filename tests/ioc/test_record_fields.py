@@ -162,8 +162,8 @@ def walk(ioc):
         field_pvs = connect_all(ctx, field_names)
         fields = read_all(field_pvs, ChannelType.STRING)
         elapsed = time.monotonic() - t0
-        yield dict(prefix=ioc.prefix, group=group, pvs=pvs, classes=classes, ctrl=ctrl, timed=timed, strings=strings,
-                   record=record, fields=fields, field_pvs=field_pvs, elapsed=elapsed)
+        yield dict(prefix=ioc.prefix, group=group, pvs=pvs, classes=classes, ctrl=ctrl,
+                   timed=timed, strings=strings, record=record, fields=fields, field_pvs=field_pvs, elapsed=elapsed)
     finally:
         close_context(ctx)
 
