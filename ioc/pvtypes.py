@@ -50,7 +50,7 @@ class PutRejected(ValueError):
 
 # ---- put checks ----------------------------------------------------------------------
 
-def _wire_items(data, data_type) -> list:
+def wire_items(data, data_type) -> list:
     """A put's elements as Python values: str for DBR_STRING, numbers otherwise."""
     if native_type(data_type) == ChannelType.STRING:
         out = []
@@ -227,7 +227,7 @@ class _ReportingMixin:
             if native_type(data_type) == ChannelType.CHAR and self.data_type == ChannelType.CHAR:
                 value = check_value(self, bytes(np.asarray(data, dtype=np.uint8)))
             else:
-                value = check_value(self, _wire_items(data, data_type))
+                value = check_value(self, wire_items(data, data_type))
             if metadata is None:
                 return await self.write(value, flags=flags)
             return await super().write_from_dbr(data, data_type, metadata, flags=flags)

@@ -34,11 +34,10 @@ import math
 from collections import defaultdict
 from typing import Any, Callable, Optional
 
-from caproto import AccessRights, AlarmSeverity, AlarmStatus, ChannelType
+import numpy as np
+from caproto import AccessRights, AlarmStatus, ChannelType, native_type
 from caproto import _constants as ca_constants
-from caproto._backend import backend
 from caproto._data import ChannelData
-from caproto._utils import ConversionDirection
 from caproto.server.server import PvpropertyReadOnlyData
 
 log = logging.getLogger(__name__)
@@ -490,13 +489,16 @@ class FieldChannel(ChannelData):
             if data_type in (ChannelType.PUT_ACKS, ChannelType.PUT_ACKT,
                              ChannelType.STSACK_STRING, ChannelType.CLASS_NAME):
                 raise ValueError(f"{ChannelType(data_type).name} puts are not accepted")
-            from caproto import native_type
-            values = backend.convert_values(values=data, from_dtype=native_type(data_type),
-                                            to_dtype=native_type(data_type),
-                                            string_encoding=self.string_encoding,
-                                            direction=ConversionDirection.FROM_WIRE)
+            from .pvtypes import PutRejected, wire_items
+            if native_type(data_type) == ChannelType.CHAR and self.spec.dtype == ChannelType.STRING:
+                text = bytes(np.asarray(data, dtype=np.uint8)).split(b"\0", 1)[0]
+                values = [text.decode(self.string_encoding)]
+            else:
+                values = wire_items(data, data_type)
             await self.write(values)
         except Exception as ex:
+            if not str(ex):
+                ex = PutRejected(f"invalid value for {self.spec.name} ({type(ex).__name__})")
             group = self.group
             if group is not None:
                 await group.put_rejected(self, ex)

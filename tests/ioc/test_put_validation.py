@@ -181,3 +181,30 @@ def test_refused_put_leaves_the_alarm_unchanged(ioc):
     for suffix in ("det1:AcquireTime", "det1:NumImages"):   # the group shares one alarm
         md = ioc._pv(suffix, 5).read(data_type=ChannelType.TIME_DOUBLE).metadata
         assert (md.status, md.severity) == (before.status, before.severity) == (0, 0), suffix
+
+
+@pytest.mark.parametrize("suffix", ["det1:NumImages", "MCA1ROI:TSRead", "det1:DetectorState_RBV",
+                                    "HDF1:FileName"])
+def test_bad_field_puts_are_refused(ioc, suffix):
+    """Record fields check puts as the PVs do: SCAN states, DESC length, read-only fields."""
+    scan = ioc._pv(f"{suffix}.SCAN", 5)
+    before = ioc.get(f"{suffix}.SCAN")
+    for dtype, data in ((ChannelType.ENUM, [10]), (ChannelType.LONG, [-1]),
+                        (ChannelType.DOUBLE, [math.nan]), (ChannelType.STRING, [b"Sometimes"]),
+                        (ChannelType.LONG, [0, 0])):
+        response = scan.write(data, data_type=dtype, wait=True, timeout=10)
+        assert isinstance(response, ErrorResponse), (dtype, data, response)
+    assert ioc.get(f"{suffix}.SCAN") == before
+    desc = ioc._pv(f"{suffix}.DESC", 5)
+    text = ioc.get(f"{suffix}.DESC")
+    response = desc.write(np.full(41, ord("d"), dtype=np.uint8), data_type=ChannelType.CHAR,
+                          wait=True, timeout=10)
+    assert isinstance(response, ErrorResponse)
+    assert ioc.get(f"{suffix}.DESC") == text
+    for field in ("RTYP", "STAT", "NAME", "TIME", "DISA"):
+        response = ioc._pv(f"{suffix}.{field}", 5).write([b"1"], data_type=ChannelType.STRING,
+                                                          wait=True, timeout=10)
+        assert isinstance(response, ErrorResponse), field
+    ioc.put(f"{suffix}.SCAN", 0)              # a good put as a state index
+    assert ioc.get(f"{suffix}.SCAN") == "Passive"
+    ioc.put(f"{suffix}.SCAN", before)

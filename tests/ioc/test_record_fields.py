@@ -143,6 +143,7 @@ def walk(ioc):
         ctrl = read_all(pvs, lambda pv: field_types["control"][native(pv)])
         timed = read_all(pvs, lambda pv: field_types["time"][native(pv)])
         strings = read_all(pvs, ChannelType.STRING)
+        classes = read_all(pvs, ChannelType.CLASS_NAME)    # caproto's own RTYP answer
         record = {}
         field_names = []
         for name, pv in pvs.items():
@@ -161,8 +162,8 @@ def walk(ioc):
         field_pvs = connect_all(ctx, field_names)
         fields = read_all(field_pvs, ChannelType.STRING)
         elapsed = time.monotonic() - t0
-        yield dict(prefix=ioc.prefix, group=group, pvs=pvs, ctrl=ctrl, timed=timed, strings=strings,
-                   record=record, fields=fields, field_pvs=field_pvs, elapsed=elapsed)
+        yield dict(prefix=ioc.prefix, group=group, pvs=pvs, classes=classes, ctrl=ctrl,
+                   timed=timed, strings=strings, record=record, fields=fields, field_pvs=field_pvs, elapsed=elapsed)
     finally:
         close_context(ctx)
 
@@ -210,6 +211,8 @@ def test_common_fields_describe_the_pv(walk):
         stamp = walk["timed"][name].metadata
         checks = {
                 "RTYP": f["RTYP"] == rtyp,
+            "CLASS_NAME": walk["classes"][name] is not None
+            and walk["classes"][name].metadata.value.decode() == rtyp,
             "DESC": 0 < len(f["DESC"]) <= 40 and doc.startswith(f["DESC"]),
             "SCAN": f["SCAN"] == ("Passive" if writable else "I/O Intr"),
             "STAT": f["STAT"] == ("NO_ALARM" if stamp.status == 0 else f["STAT"]),
