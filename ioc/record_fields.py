@@ -95,8 +95,9 @@ def default_record_type(pv) -> str:
 # ---- per-record state ----------------------------------------------------------------
 
 class RecordState:
-    """What a record holds beyond its caproto value: built fields and field values
-    set by clients or the IOC. Made on first use; most records never need one."""
+    """What a record holds beyond its caproto value: field values set by clients or
+    the IOC, the field objects that have subscribers, the SCAN task. Made on first
+    use; most records never need one."""
 
     __slots__ = ("subscribed", "desc", "scan", "disa", "scan_task")
 
@@ -163,15 +164,21 @@ async def process(pv) -> None:
 
 
 async def _scan_loop(pv, period: float) -> None:
+    """Process `pv` every `period` seconds; a failure is logged once per change of
+    reason (a failing 10 Hz scan must not flood the log) and the scan goes on."""
     loop = asyncio.get_running_loop()
     next_at = loop.time()
+    last_error = None
     while True:
-        next_at += period
-        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        next_at = max(next_at + period, loop.time())    # late: skip, do not catch up
+        await asyncio.sleep(next_at - loop.time())
         try:
             await process(pv)
-        except Exception as ex:   # a refused process is reported; the scan goes on
-            log.warning("periodic processing of %s failed: %s", pv.pvname, ex)
+            last_error = None
+        except Exception as ex:
+            if str(ex) != last_error:
+                log.warning("periodic processing of %s failed: %s", pv.pvname, ex)
+            last_error = str(ex)
 
 
 def set_scan(pv, scan: str) -> None:

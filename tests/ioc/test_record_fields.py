@@ -353,3 +353,16 @@ def test_record_types_match_the_areadetector_ioc(walk, ioc):
             if served != reference[ref_name]:
                 failures.append(f"{ref_name}: {served} (reference {reference[ref_name]})")
     assert not failures, f"{len(failures)} record types differ: {failures}"
+
+
+def test_no_pv_builds_caproto_record_fields_at_start():
+    """caproto's eager record fields cost seconds and hundreds of MB: none are built,
+    not even for PVs that declare a record type; a field exists once asked for."""
+    group = served_group("")
+    assert all(pv.field_inst is None for pv in group.pvdb.values())
+    assert all(len(pv.fields) == 0 for pv in group.pvdb.values())
+    declared = group.pvdb["det1:DataType_RBV"]
+    assert declared.reported_record_type == "mbbi"
+    assert declared.fields["ZRST"].value == declared.enum_strings[0]
+    with pytest.raises(KeyError):
+        declared.get_field("DRVH")          # not a field of an mbbi record
