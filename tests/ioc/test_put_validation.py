@@ -176,9 +176,11 @@ def test_out_of_range_enum_puts_cannot_wedge_acquisition(fresh_ioc, suffix):
 def test_refused_put_leaves_the_alarm_unchanged(ioc):
     pv = ioc._pv("det1:AcquireTime", 5)
     before = pv.read(data_type=ChannelType.TIME_DOUBLE).metadata
-    response = pv.write([100.0], wait=True, timeout=10)
+    response = pv.write([100.0], wait=True, timeout=10)     # refused by the put check
     assert isinstance(response, ErrorResponse)
-    for suffix in ("det1:AcquireTime", "det1:NumImages"):   # the group shares one alarm
+    response = ioc._pv("det1:RUN_FLAGS", 5).write([1], wait=True, timeout=10)   # by the putter
+    assert isinstance(response, ErrorResponse)
+    for suffix in ("det1:AcquireTime", "det1:NumImages", "det1:RUN_FLAGS"):   # one alarm per group
         md = ioc._pv(suffix, 5).read(data_type=ChannelType.TIME_DOUBLE).metadata
         assert (md.status, md.severity) == (before.status, before.severity) == (0, 0), suffix
 
