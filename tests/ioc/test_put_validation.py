@@ -210,3 +210,19 @@ def test_bad_field_puts_are_refused(ioc, suffix):
     ioc.put(f"{suffix}.SCAN", 0)              # a good put as a state index
     assert ioc.get(f"{suffix}.SCAN") == "Passive"
     ioc.put(f"{suffix}.SCAN", before)
+
+
+def test_read_only_pvs_refuse_puts_whatever_their_access_rights():
+    """An access-security policy may hand a client WRITE rights on any channel; a
+    read-only PV still refuses the value (in-process: the server's put path)."""
+    import asyncio
+    group = served_group("")
+    pv = group.pvdb["det1:NumImages_RBV"]
+    before = pv.value
+
+    async def put():
+        await pv.write_from_dbr(np.array([before + 5], dtype=">i4"), ChannelType.LONG, None)
+
+    with pytest.raises(ValueError, match="read-only"):
+        asyncio.run(put())
+    assert pv.value == before
