@@ -323,12 +323,26 @@ class _MetadataMixin:
             self._data["lower_disp_limit"], self._data["upper_disp_limit"] = lo, hi
 
 
+class _ReadOnlyMixin:
+    """A read-only PV refuses client value puts itself, not only through its access
+    rights (an access-security policy may replace those per client)."""
+
+    async def write_from_dbr(self, data, data_type, metadata, *, flags=0):
+        if data_type in (ChannelType.PUT_ACKS, ChannelType.PUT_ACKT):
+            return await super().write_from_dbr(data, data_type, metadata, flags=flags)
+        ex = PutRejected("read-only PV")
+        group = getattr(self, "group", None)
+        if group is not None:
+            await group.put_rejected(self, ex)
+        raise ex
+
+
 def _reporting(cls):
     return type(cls.__name__, (_ReportingMixin, _RecordMixin, _MetadataMixin, cls), {})
 
 
 def _described(cls):
-    return type(cls.__name__, (_RecordMixin, _MetadataMixin, cls), {})
+    return type(cls.__name__, (_ReadOnlyMixin, _RecordMixin, _MetadataMixin, cls), {})
 
 
 class Xsp3Group(PVGroup):

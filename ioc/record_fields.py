@@ -497,6 +497,8 @@ class FieldChannel(ChannelData):
                              ChannelType.STSACK_STRING, ChannelType.CLASS_NAME):
                 raise ValueError(f"{ChannelType(data_type).name} puts are not accepted")
             from .pvtypes import PutRejected, wire_items
+            if self.spec.put is None:     # read-only even if an access policy grants writes
+                raise PutRejected(f"{self.spec.name} is read-only")
             if native_type(data_type) == ChannelType.CHAR and self.spec.dtype == ChannelType.STRING:
                 text = bytes(np.asarray(data, dtype=np.uint8)).split(b"\0", 1)[0]
                 values = [text.decode(self.string_encoding)]

@@ -176,9 +176,11 @@ def test_out_of_range_enum_puts_cannot_wedge_acquisition(fresh_ioc, suffix):
 def test_refused_put_leaves_the_alarm_unchanged(ioc):
     pv = ioc._pv("det1:AcquireTime", 5)
     before = pv.read(data_type=ChannelType.TIME_DOUBLE).metadata
-    response = pv.write([100.0], wait=True, timeout=10)
+    response = pv.write([100.0], wait=True, timeout=10)     # refused by the put check
     assert isinstance(response, ErrorResponse)
-    for suffix in ("det1:AcquireTime", "det1:NumImages"):   # the group shares one alarm
+    response = ioc._pv("det1:RUN_FLAGS", 5).write([1], wait=True, timeout=10)   # by the putter
+    assert isinstance(response, ErrorResponse)
+    for suffix in ("det1:AcquireTime", "det1:NumImages", "det1:RUN_FLAGS"):   # one alarm per group
         md = ioc._pv(suffix, 5).read(data_type=ChannelType.TIME_DOUBLE).metadata
         assert (md.status, md.severity) == (before.status, before.severity) == (0, 0), suffix
 
@@ -208,3 +210,19 @@ def test_bad_field_puts_are_refused(ioc, suffix):
     ioc.put(f"{suffix}.SCAN", 0)              # a good put as a state index
     assert ioc.get(f"{suffix}.SCAN") == "Passive"
     ioc.put(f"{suffix}.SCAN", before)
+
+
+def test_read_only_pvs_refuse_puts_whatever_their_access_rights():
+    """An access-security policy may hand a client WRITE rights on any channel; a
+    read-only PV still refuses the value (in-process: the server's put path)."""
+    import asyncio
+    group = served_group("")
+    pv = group.pvdb["det1:NumImages_RBV"]
+    before = pv.value
+
+    async def put():
+        await pv.write_from_dbr(np.array([before + 5], dtype=">i4"), ChannelType.LONG, None)
+
+    with pytest.raises(ValueError, match="read-only"):
+        asyncio.run(put())
+    assert pv.value == before
