@@ -118,9 +118,9 @@ DATA_KEY = "entry/instrument/detector/data"
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "det1:CTRL_DTC_RBV cannot be read: its value 'Disable' is not one of its own enum strings "
-    "(Disabled|Enabled), the IOC answers every read with CaprotoConversionError, so ophyd's "
-    "cam.ctrl_dtc never connects (issue 14, first point)"))
+    "det1:ReadStatus (ophyd's cam.read_status) answers no read: its enum strings are the "
+    "reference's two empty ones but its value is still 'Done', so the IOC raises "
+    "CaprotoConversionError (Invalid enum string: 'Done') on every read"))
 def test_every_component_connects(client_ioc):
     result = last_json_line(run_client(client_ioc, Path(__file__).name, "connect",
                                        client_ioc.prefix).stdout)

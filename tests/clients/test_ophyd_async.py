@@ -110,8 +110,12 @@ async def _client(prefix: str, out_dir: str) -> dict:
     await part("hdf_arm", hdf_signals, arm_hdf)
 
     det = devices["det1"]
+    plugins = {name: devices[name] for n in range(1, CHANNELS + 1) for name in
+               (f"MCA{n}", f"MCASUM{n}", f"C{n}SCA", f"MCA{n}ROI", f"ROI{n}", f"ROISUM{n}")}
 
     async def acquire():
+        for plugin in plugins.values():  # each plugin counts the arrays it handles, from here
+            await plugin.array_counter.set(0)
         await det.acquire_time.set(EXPOSURE_S)
         await det.num_images.set(FRAMES)
         await det.image_mode.set(adcore.ADImageMode.MULTIPLE)
@@ -121,9 +125,11 @@ async def _client(prefix: str, out_dir: str) -> dict:
                 "num_images": await det.num_images.get_value(),
                 "state": (await det.detector_state.get_value()).value,
                 "manufacturer": await det.manufacturer.get_value(),
-                "array_size_x": await det.array_size_x.get_value()}
+                "array_size_x": await det.array_size_x.get_value(),
+                "plugin_counters": {name: await p.array_counter.get_value()
+                                    for name, p in plugins.items()}}
 
-    await part("acquire", [det], acquire)
+    await part("acquire", [det] + [p.array_counter for p in plugins.values()], acquire)
 
     async def roi_values():
         out = {}
@@ -166,24 +172,6 @@ pytest.importorskip("ophyd_async", reason="ophyd-async needs Python 3.11")
 
 from clienthelp import last_json_line, run_client  # noqa: E402
 
-# What the IOC does not serve yet, so the named devices fail their connect (issue 14, items 1-2);
-# each entry names the PVs ophyd-async reported. Remove an entry when its PVs are served.
-_PLUGIN_BASE = ("not served: {p}PortName_RBV, UniqueId_RBV, NDAttributesFile, ArraySize{{X,Y,Z}}_RBV, "
-                "ArraySize{{0,1,2}}_RBV, ColorMode_RBV, DataType_RBV, ArrayCounter(_RBV), "
-                "ADCoreVersion_RBV, DriverVersion_RBV, NDArrayPort(_RBV), EnableCallbacks(_RBV), "
-                "NDArrayAddress(_RBV), QueueSize(_RBV) (NDArrayBase/NDPluginBase)")
-NOT_YET = {"HDF1": "HDF1:PositionMode(_RBV), SWMRMode(_RBV), LazyOpen(_RBV), ChunkSizeAuto(_RBV) "
-                   "are LONG; NDFileHDF5IO declares them bool, which needs areaDetector's two-state "
-                   "bo/bi ENUM (Off|On, No|Yes)",
-           "Proc1": _PLUGIN_BASE.format(p="Proc1:")}
-for _n in range(1, CHANNELS + 1):
-    for _p in (f"MCA{_n}", f"MCASUM{_n}", f"C{_n}SCA"):
-        NOT_YET[_p] = _PLUGIN_BASE.format(p=_p + ":")
-    for _p in (f"ROI{_n}", f"ROISUM{_n}"):
-        NOT_YET[_p] = f"no {_p}: PV is served (NDROI plugin: NDPluginBase names and SizeX/Y/Z, BinX/Y/Z)"
-    NOT_YET[f"MCA{_n}ROI"] = (_PLUGIN_BASE.format(p=f"MCA{_n}ROI:") + f"; and NDROIStatN "
-                              f"MCA{_n}ROI:{{1..48}}:MinY(_RBV), SizeY(_RBV)")
-
 
 @pytest.fixture(scope="module")
 def report(client_ioc, tmp_path_factory):
@@ -194,12 +182,7 @@ def report(client_ioc, tmp_path_factory):
     return last_json_line(result.stdout)
 
 
-def _connect_param(name):
-    marks = [pytest.mark.xfail(reason=NOT_YET[name], strict=False)] if name in NOT_YET else []
-    return pytest.param(name, marks=marks, id=name)
-
-
-@pytest.mark.parametrize("name", [_connect_param(n) for n in device_prefixes()])
+@pytest.mark.parametrize("name", list(device_prefixes()))
 def test_adcore_device_connects_with_its_type_and_enum_checks(report, name):
     errors = report["connect"][name]
     if errors is not None:
@@ -216,6 +199,9 @@ def test_adbase_acquires_and_reads_back(report, client_ioc):
     assert values["state"] == "Idle" == client_ioc.get("det1:DetectorState_RBV")
     assert values["manufacturer"] == client_ioc.get("det1:Manufacturer_RBV") != ""
     assert values["array_size_x"] == client_ioc.get("det1:ArraySizeX_RBV") > 0
+    # every plugin handled every frame of the run (each counter was zeroed before it)
+    assert values["plugin_counters"] == {name: FRAMES for name in values["plugin_counters"]}
+    assert len(values["plugin_counters"]) == 6 * CHANNELS
 
 
 def test_roistat_totals_match_the_spectra(report, client_ioc):
