@@ -34,12 +34,15 @@ def test_rate_is_frames_over_elapsed_clock_time():
     clock = Clock()
     stats = PluginStats(clock=clock, window=1.0)
     stats.handled(0)
-    clock.t += 0.5
+    clock.t += 0.1
+    stats.handled(5)
+    assert stats.rate == 0.0          # under a quarter window: no rate yet
+    clock.t += 0.4
     stats.handled(20)
-    assert stats.rate == 0.0          # less than one window yet
+    assert stats.rate == pytest.approx(40.0)   # 20 frames over 0.5 s
     clock.t += 1.5
     stats.handled(50)
-    assert stats.rate == pytest.approx(25.0)   # 50 frames over 2 s
+    assert stats.rate == pytest.approx(25.0)   # 50 frames over 2 s; the window restarts
     clock.t += 1.0
     stats.idle()
     assert stats.rate == 0.0
