@@ -567,7 +567,7 @@ def _value(spec: Spec):
 
 async def _store(group, instance, value):
     """Putter of the generic writable PVs: keep the value, mirror it to its _RBV."""
-    rbv = group.pv_named(instance.pvspec.name + "_RBV")
+    rbv = group.pvdb.get(instance.pvname + "_RBV")
     if rbv is not None:
         await rbv.write(value)
     hook = getattr(group, "on_put", None)
