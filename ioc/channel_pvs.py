@@ -7,6 +7,7 @@ out. ROIs are a SubGroup each. Logic lives in the root group.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 
@@ -254,7 +255,10 @@ class _ChannelBase(Xsp3Group):
 
     @functools.cached_property
     def plugins(self) -> list:
-        return [getattr(self, attr) for attr, _, _ in PLUGINS]
+        """This channel's plugin groups (channel 1 also holds the IOC-wide Proc1:)."""
+        out = [getattr(self, attr) for attr, _, _ in PLUGINS]
+        proc = getattr(self, "proc_plugin", None)
+        return out + [proc] if proc is not None else out
 
     def plugins_run_started(self) -> None:
         """A new acquisition: the frame numbering starts again (see plugin_stats)."""
@@ -276,7 +280,9 @@ class _ChannelBase(Xsp3Group):
         if roi.enabled and self.mca_plugin.enabled:
             await self.spectrum.write(cropped, verify_value=False)
         if s.sums is not None and self.mcasum_plugin.enabled:
+            await asyncio.sleep(0)   # let the loop serve clients between big writes
             await self.spectrum_sum.write(s.sums[i], verify_value=False)
+        await asyncio.sleep(0)
         for plugin in self.plugins:
             bins = len(cropped) if plugin is roi or plugin is self.mca_plugin else len(spectrum)
             await plugin.publish(s.frame_number, bins, now)

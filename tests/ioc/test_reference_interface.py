@@ -178,6 +178,7 @@ def test_plugin_counters_enable_and_roi_selection_follow_acquisitions(fresh_ioc)
     counted = ioc.get("MCA1:ArrayCounter_RBV")
     assert counted == 40                      # every frame handled by the MCA1: plugin
     assert ioc.get("ROI1:ArrayCounter_RBV") == 40
+    assert ioc.get("Proc1:ArrayCounter_RBV") == 40
     assert 5.0 < ioc.get("MCA1:ArrayRate_RBV") < 100.0   # ~50 frames/s at 20 ms
     assert ioc.get("MCA1:DroppedArrays_RBV") == 0
     assert ioc.get("MCA1:ArraySize0_RBV") == 4096
