@@ -52,6 +52,12 @@ class _RoiBase(Xsp3Group):
     async def apply_setting(self, attr, value):
         return await self.root.roi_setting(self, attr, value)
 
+    async def on_put(self, name: str, value) -> None:
+        """Generic NDROIStatN PVs (plugin_pvs) with a meaning here: Reset zeroes the statistics."""
+        if name == "Reset":
+            for pv in self.stats:
+                await pv.write(0.0)
+
 
 def _roi_namespace() -> dict:
     ns: dict = {"__doc__": "One ROI of one channel (NDROIStat-like): bins [MinX, MinX+SizeX).",

@@ -529,6 +529,7 @@ DOCS = {
     "EpicsTSSec_RBV": "EPICS seconds of the last frame this plugin handled.",
     "EpicsTSNsec_RBV": "EPICS nanoseconds of the last frame this plugin handled.",
     "PluginType_RBV": "areaDetector plugin class this prefix stands for.",
+    "Reset": "Any write zeroes this ROI's Total/Net/Min/Max/Mean readbacks.",
     "MinX": "First bin of MCA{n}'s spectrum that this ROI passes on (MCA{n}:ArrayData shows it).",
     "MinX_RBV": "Readback of MinX.",
     "SizeX": "Bins of MCA{n}'s spectrum that this ROI passes on (MCA{n}:ArrayData shows them).",

@@ -208,3 +208,23 @@ def test_plugin_counters_enable_and_roi_selection_follow_acquisitions(fresh_ioc)
     assert ioc.get("MCA1:ArrayCounter_RBV") == 45
     full = ioc.get("MCA2:ArrayData")
     assert len(full) == 4096
+
+
+def test_ctrl_dtc_and_its_readback_stay_readable(fresh_ioc):
+    ioc = fresh_ioc
+    assert ioc.get("det1:CTRL_DTC_RBV") == "Disabled"
+    ioc.put("det1:CTRL_DTC", "Enable")
+    assert ioc.get("det1:CTRL_DTC") == "Enable"
+    assert ioc.get("det1:CTRL_DTC_RBV") == "Enabled"
+    assert ioc.get("det1:DataType_RBV") == "Float64"
+    ioc.put("det1:CTRL_DTC", 0)
+    assert (ioc.get("det1:CTRL_DTC"), ioc.get("det1:CTRL_DTC_RBV")) == ("Disable", "Disabled")
+
+
+def test_roi_reset_zeroes_that_rois_statistics(fresh_ioc):
+    ioc = fresh_ioc
+    ioc.put("MCA1ROI:1:Use", "Yes")
+    _acquire(ioc, 3, 0.05)
+    assert ioc.get("MCA1ROI:1:Total_RBV") > 0
+    ioc.put("MCA1ROI:1:Reset", 1)
+    assert ioc.get("MCA1ROI:1:Total_RBV") == 0.0
