@@ -207,7 +207,7 @@ def _sca_time_series(n: int, ts_points: int) -> dict:
 
 #: areaDetector plugin prefixes of channel n: attribute, prefix, plugin kind
 PLUGINS = (("roi_plugin", "ROI{n}:", "ROI"), ("mca_plugin", "MCA{n}:", "StdArrays"),
-           ("roisum_plugin", "ROISUM{n}:", "ROI"), ("mcasum_plugin", "MCASUM{n}:", "StdArrays"),
+           ("roisum_plugin", "ROISUM{n}:", "ROISum"), ("mcasum_plugin", "MCASUM{n}:", "StdArrays"),
            ("roistat_plugin", "MCA{n}ROI:", "ROIStat"), ("sca_plugin", "C{n}SCA:", "Attribute"),
            ("sca_ts_plugin", "C{n}SCA:TS:", "TimeSeries"))
 #: names the channel group itself serves under C{n}SCA:TS: (with their logic)
@@ -278,8 +278,9 @@ class _ChannelBase(Xsp3Group):
         now = time.time()
         spectrum = s.spectra[i]
         roi = self.roi_plugin
-        first = int(roi.pv_named("MinX").value)
-        size = int(roi.pv_named("SizeX").value) or len(spectrum) - first
+        first = min(max(int(roi.pv_named("MinX").value), 0), len(spectrum) - 1)
+        size = int(roi.pv_named("SizeX").value)
+        size = len(spectrum) - first if size <= 0 else size   # 0: to the last bin
         cropped = spectrum[first:first + size]
         for plugin in self.plugins:
             plugin.stats.handled(s.frame_number)
