@@ -147,7 +147,7 @@ def _camera_pvs() -> dict:
         pvs[_attr(name)] = ro(name, "Closed", NO_SHUTTER, strings=enums.CLOSED_OPEN)
     pvs.update(writable("AsynIO", 0, "asyn record of the port; accepted, no effect (no-op).",
                         dtype=int, rbv=False))
-    pvs.update(writable("ReadStatus", "Done", "ADBase read-status request; status PVs update "
+    pvs.update(writable("ReadStatus", "", "ADBase read-status request; status PVs update "
                         "on their own (no-op).", strings=enums.NO_LABELS, rbv=False))
     pvs.update(writable("FrameType", "Normal", "ADBase frame type; every Xspress3 frame is a "
                         "normal frame (fixed).", strings=enums.FRAME_TYPES, fixed=True))

@@ -161,6 +161,15 @@ if __name__ == "__main__":  # a report for the developer: python tests/ioc/test_
         print("MISSING", k, *ref[k])
 
 
+def test_every_enum_value_is_one_of_its_strings():
+    """A value outside its own strings makes every read of the PV fail."""
+    options = IocOptions(channels=2, settings_file=None, stream=None, monitor=None, ts_points=16)
+    group = build_ioc_class(options)(prefix=PREFIX, options=options)
+    bad = [name for name, pv in group.pvdb.items()
+           if pv.data_type == ChannelType.ENUM and pv.value not in pv.enum_strings]
+    assert not bad
+
+
 # ---- the plugin PVs tell the truth, over Channel Access ---------------------------------
 
 def _acquire(ioc, frames: int, exposure: float = 0.02) -> None:
