@@ -147,11 +147,18 @@ def _camera_pvs() -> dict:
         pvs[_attr(name)] = ro(name, "Closed", NO_SHUTTER, strings=enums.CLOSED_OPEN)
     pvs.update(writable("AsynIO", 0, "asyn record of the port; accepted, no effect (no-op).",
                         dtype=int, rbv=False))
-    pvs.update(writable("ReadStatus", "Done", "ADBase read-status request; status PVs update "
+    pvs.update(writable("ReadStatus", "", "ADBase read-status request; status PVs update "
                         "on their own (no-op).", strings=enums.NO_LABELS, rbv=False))
     pvs.update(writable("FrameType", "Normal", "ADBase frame type; every Xspress3 frame is a "
                         "normal frame (fixed).", strings=enums.FRAME_TYPES, fixed=True))
-    pvs.update(writable("ShutterMode", "None", NO_SHUTTER, strings=enums.SHUTTER_MODES, rbv=False))
+    async def _shutter_mode(group, instance, value):
+        # the readback has areaDetector's own strings: mirror by index
+        rbv = getattr(group, _attr("ShutterMode_RBV"))
+        await rbv.write(enums.SHUTTER_MODES_RBV[enums.SHUTTER_MODES.index(value)])
+        return value
+
+    pvs[_attr("ShutterMode")] = enum_pv("ShutterMode", enums.SHUTTER_MODES, 0, put=_shutter_mode,
+                                        doc=NO_SHUTTER)
     pvs[_attr("ShutterMode_RBV")] = ro("ShutterMode_RBV", "None", NO_SHUTTER,
                                        strings=enums.SHUTTER_MODES_RBV)
     pvs.update(writable("ShutterControl", "Close", NO_SHUTTER, strings=enums.CLOSE_OPEN))

@@ -7,6 +7,7 @@ out. ROIs are a SubGroup each. Logic lives in the root group.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 
@@ -50,6 +51,12 @@ class _RoiBase(Xsp3Group):
 
     async def apply_setting(self, attr, value):
         return await self.root.roi_setting(self, attr, value)
+
+    async def on_put(self, name: str, value) -> None:
+        """Generic NDROIStatN PVs (plugin_pvs) with a meaning here: Reset zeroes the statistics."""
+        if name == "Reset":
+            for pv in self.stats:
+                await pv.write(0.0)
 
 
 def _roi_namespace() -> dict:
@@ -200,7 +207,7 @@ def _sca_time_series(n: int, ts_points: int) -> dict:
 
 #: areaDetector plugin prefixes of channel n: attribute, prefix, plugin kind
 PLUGINS = (("roi_plugin", "ROI{n}:", "ROI"), ("mca_plugin", "MCA{n}:", "StdArrays"),
-           ("roisum_plugin", "ROISUM{n}:", "ROI"), ("mcasum_plugin", "MCASUM{n}:", "StdArrays"),
+           ("roisum_plugin", "ROISUM{n}:", "ROISum"), ("mcasum_plugin", "MCASUM{n}:", "StdArrays"),
            ("roistat_plugin", "MCA{n}ROI:", "ROIStat"), ("sca_plugin", "C{n}SCA:", "Attribute"),
            ("sca_ts_plugin", "C{n}SCA:TS:", "TimeSeries"))
 #: names the channel group itself serves under C{n}SCA:TS: (with their logic)
@@ -254,7 +261,10 @@ class _ChannelBase(Xsp3Group):
 
     @functools.cached_property
     def plugins(self) -> list:
-        return [getattr(self, attr) for attr, _, _ in PLUGINS]
+        """This channel's plugin groups (channel 1 also holds the IOC-wide Proc1:)."""
+        out = [getattr(self, attr) for attr, _, _ in PLUGINS]
+        proc = getattr(self, "proc_plugin", None)
+        return out + [proc] if proc is not None else out
 
     def plugins_run_started(self) -> None:
         """A new acquisition: the frame numbering starts again (see plugin_stats)."""
@@ -268,15 +278,18 @@ class _ChannelBase(Xsp3Group):
         now = time.time()
         spectrum = s.spectra[i]
         roi = self.roi_plugin
-        first = int(roi.pv_named("MinX").value)
-        size = int(roi.pv_named("SizeX").value) or len(spectrum) - first
+        first = min(max(int(roi.pv_named("MinX").value), 0), len(spectrum) - 1)
+        size = int(roi.pv_named("SizeX").value)
+        size = len(spectrum) - first if size <= 0 else size   # 0: to the last bin
         cropped = spectrum[first:first + size]
         for plugin in self.plugins:
             plugin.stats.handled(s.frame_number)
         if roi.enabled and self.mca_plugin.enabled:
             await self.spectrum.write(cropped, verify_value=False)
         if s.sums is not None and self.mcasum_plugin.enabled:
+            await asyncio.sleep(0)   # let the loop serve clients between big writes
             await self.spectrum_sum.write(s.sums[i], verify_value=False)
+        await asyncio.sleep(0)
         for plugin in self.plugins:
             bins = len(cropped) if plugin is roi or plugin is self.mca_plugin else len(spectrum)
             await plugin.publish(s.frame_number, bins, now)

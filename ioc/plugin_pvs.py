@@ -500,7 +500,8 @@ MeanDeadTime_RBV calcout DOUBLE 1
 #: What each kind of plugin serves beyond PLUGIN_BASE, and its PluginType_RBV.
 KINDS = {
     "StdArrays": ("", "NDPluginStdArrays"),
-    "ROI": (NDROI, "NDPluginROI"),
+    "ROI": (NDROI, "NDPluginROI"),          # ROI{n}: selects the bins of MCA{n}
+    "ROISum": (NDROI, "NDPluginROI"),       # ROISUM{n}: same records, no effect here
     "ROIStat": ("", "NDPluginROIStat"),
     "Attribute": ("", "NDPluginAttribute"),
     "TimeSeries": (NDTIMESERIES, "NDPluginTimeSeries"),
@@ -529,9 +530,21 @@ DOCS = {
     "EpicsTSSec_RBV": "EPICS seconds of the last frame this plugin handled.",
     "EpicsTSNsec_RBV": "EPICS nanoseconds of the last frame this plugin handled.",
     "PluginType_RBV": "areaDetector plugin class this prefix stands for.",
-    "MinX": "First bin of MCA{n}'s spectrum that this ROI passes on (MCA{n}:ArrayData shows it).",
+    "Reset": "Any write zeroes this ROI's Total/Net/Min/Max/Mean readbacks.",
+    "DTC_FLAGS_RBV": "SDK deadtime-correction flags; the IOC's correction uses "
+                     "C{n}:EventWidth only (driver/deadtime.py), so always 0.",
+    "DTC_AEG_RBV": "SDK all-event gradient; not used: the correction is "
+                   "ALL_EVENT x (C{n}:EventWidth + 1) + RESET_TICKS (always 0).",
+    "DTC_AEO_RBV": "SDK all-event offset; not used (see DTC_AEG_RBV) (always 0).",
+    "DTC_IWG_RBV": "SDK in-window gradient; not used (see DTC_AEG_RBV) (always 0).",
+    "DTC_IWO_RBV": "SDK in-window offset; not used (see DTC_AEG_RBV) (always 0).",
+}
+
+#: ROI{n}: only (ROISUM{n}: serves the same names without this meaning).
+ROI_DOCS = {
+    "MinX": "First bin of channel n's spectrum that MCA{n}:ArrayData shows.",
     "MinX_RBV": "Readback of MinX.",
-    "SizeX": "Bins of MCA{n}'s spectrum that this ROI passes on (MCA{n}:ArrayData shows them).",
+    "SizeX": "Bins of channel n's spectrum that MCA{n}:ArrayData shows (0: to the last bin).",
     "SizeX_RBV": "Readback of SizeX.",
 }
 
@@ -542,9 +555,10 @@ ENUM_DEFAULTS = {"EnableCallbacks": 1, "EnableCallbacks_RBV": 1, "ArrayCallbacks
 _POOL_WORDS = ("Pool", "Queue", "Sort", "Alloc", "FreeList", "Threads", "Disordered")
 
 
-def _doc(spec: Spec, writable: bool) -> str:
-    if spec.name in DOCS:
-        return DOCS[spec.name]
+def _doc(spec: Spec, writable: bool, docs: Optional[dict] = None) -> str:
+    docs = DOCS if docs is None else docs
+    if spec.name in docs:
+        return docs[spec.name]
     if any(w in spec.name for w in _POOL_WORDS):
         what = "areaDetector pool/queue bookkeeping; no NDArray pool or asyn queue here"
     else:
@@ -567,7 +581,7 @@ def _value(spec: Spec):
 
 async def _store(group, instance, value):
     """Putter of the generic writable PVs: keep the value, mirror it to its _RBV."""
-    rbv = group.pv_named(instance.pvspec.name + "_RBV")
+    rbv = group.pvdb.get(instance.pvname + "_RBV")
     if rbv is not None:
         await rbv.write(value)
     hook = getattr(group, "on_put", None)
@@ -577,12 +591,12 @@ async def _store(group, instance, value):
 
 
 def make_pv(spec: Spec, *, ts_points: int, name: Optional[str] = None, doc: Optional[str] = None,
-            put=None) -> pvproperty:
+            put=None, docs: Optional[dict] = None) -> pvproperty:
     """One pvproperty with the reference's DBR type, count class, strings and record type."""
     name = name or spec.name
     writable = spec.rtype in WRITABLE_RECORDS or (
         spec.rtype == "waveform" and spec.dbr == "CHAR" and not name.endswith("_RBV"))
-    doc = doc or _doc(spec, writable)
+    doc = doc or _doc(spec, writable, docs)
     kw = {"put": put or _store} if writable else {"read_only": True}
     if spec.dbr == "ENUM":
         prop = enum_pv(name, spec.strings, ENUM_DEFAULTS.get(spec.name, 0), doc=doc, **kw)
@@ -601,10 +615,11 @@ def make_pv(spec: Spec, *, ts_points: int, name: Optional[str] = None, doc: Opti
 
 
 def declare(specs: Iterable[Spec], *, ts_points: int, exclude: Iterable[str] = (),
-            prefix: str = "") -> dict:
+            prefix: str = "", docs: Optional[dict] = None) -> dict:
     """attr -> pvproperty for every spec not in `exclude` (names already served)."""
     skip = set(exclude)
-    return {_attr(prefix + s.name): make_pv(s, ts_points=ts_points, name=prefix + s.name)
+    return {_attr(prefix + s.name): make_pv(s, ts_points=ts_points, name=prefix + s.name,
+                                            docs=docs)
             for s in specs if s.name not in skip}
 
 
@@ -656,7 +671,8 @@ def plugin_group(kind: str, ts_points: int, exclude: tuple = ()) -> type:
     """The PluginGroup class of one kind of plugin (exclude: names its parent serves)."""
     extra, plugin_type = KINDS[kind]
     specs = parse(PLUGIN_BASE) + (parse(extra) if extra else [])
-    ns = declare(specs, ts_points=ts_points, exclude=exclude)
+    ns = declare(specs, ts_points=ts_points, exclude=exclude,
+                 docs={**DOCS, **ROI_DOCS} if kind == "ROI" else DOCS)
     ns[_attr("PluginType_RBV")] = pvproperty(
         name="PluginType_RBV", value=plugin_type, dtype=ChannelType.STRING, read_only=True,
         doc=DOCS["PluginType_RBV"])

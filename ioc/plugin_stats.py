@@ -24,7 +24,7 @@ class PluginStats:
         self.enabled = True
         self.counter = 0          # ArrayCounter_RBV
         self.dropped = 0          # DroppedArrays_RBV
-        self.rate = 0.0           # ArrayRate_RBV, frames/s
+        self.rate = 0.0           # ArrayRate_RBV, frames/s over the current window (>= window/4)
         self._last_frame: Optional[int] = None
         self._rate_start: Optional[tuple] = None   # (time, counter) at the window start
 
@@ -64,8 +64,9 @@ class PluginStats:
             self._rate_start = (now, self.counter)
             return
         t0, c0 = self._rate_start
-        if now - t0 >= self.window:
+        if now - t0 >= self.window / 4:     # enough time for a meaningful rate
             self.rate = (self.counter - c0) / (now - t0)
+        if now - t0 >= self.window:         # start the next window from here
             self._rate_start = (now, self.counter)
 
     def idle(self) -> None:

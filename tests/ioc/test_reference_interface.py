@@ -159,3 +159,81 @@ if __name__ == "__main__":  # a report for the developer: python tests/ioc/test_
         print("DIFF", k, v)
     for k in sorted(ref.keys() - srv.keys()):
         print("MISSING", k, *ref[k])
+
+
+def test_every_enum_value_is_one_of_its_strings():
+    """A value outside its own strings makes every read of the PV fail."""
+    options = IocOptions(channels=2, settings_file=None, stream=None, monitor=None, ts_points=16)
+    group = build_ioc_class(options)(prefix=PREFIX, options=options)
+    bad = [name for name, pv in group.pvdb.items()
+           if pv.data_type == ChannelType.ENUM and pv.value not in pv.enum_strings]
+    assert not bad
+
+
+# ---- the plugin PVs tell the truth, over Channel Access ---------------------------------
+
+def _acquire(ioc, frames: int, exposure: float = 0.02) -> None:
+    ioc.put("det1:TriggerMode", "Internal")
+    ioc.put("det1:AcquireTime", exposure)
+    ioc.put("det1:NumImages", frames)
+    ioc.put("det1:Acquire", 1, wait=True, timeout=60)
+
+
+def test_plugin_counters_enable_and_roi_selection_follow_acquisitions(fresh_ioc):
+    ioc = fresh_ioc
+    assert ioc.get("MCA1:PluginType_RBV") == "NDPluginStdArrays"
+    ioc.put("MCA1:ArrayCounter", 0)
+    _acquire(ioc, 40, 0.02)
+    counted = ioc.get("MCA1:ArrayCounter_RBV")
+    assert counted == 40                      # every frame handled by the MCA1: plugin
+    assert ioc.get("ROI1:ArrayCounter_RBV") == 40
+    assert ioc.get("Proc1:ArrayCounter_RBV") == 40
+    assert 5.0 < ioc.get("MCA1:ArrayRate_RBV") < 100.0   # ~50 frames/s at 20 ms
+    assert ioc.get("MCA1:DroppedArrays_RBV") == 0
+    assert ioc.get("MCA1:ArraySize0_RBV") == 4096
+    spectrum = ioc.get("MCA1:ArrayData")
+    assert len(spectrum) == 4096 and spectrum.sum() > 0
+
+    # EnableCallbacks Disable: the plugin stops counting and MCA1:ArrayData stops updating
+    ioc.put("det1:ERASE", 1)
+    assert ioc.get("MCA1:ArrayData").sum() == 0
+    ioc.put("MCA1:EnableCallbacks", "Disable")
+    assert ioc.get("MCA1:EnableCallbacks_RBV") == "Disable"
+    _acquire(ioc, 10, 0.02)
+    assert ioc.get("MCA1:ArrayCounter_RBV") == 40
+    assert ioc.get("MCA1:ArrayData").sum() == 0
+    assert ioc.get("MCA2:ArrayData").sum() > 0      # other channels' plugins still work
+    assert ioc.get("MCA2:ArrayCounter_RBV") == 50
+    ioc.put("MCA1:EnableCallbacks", "Enable")
+
+    # ROI1:MinX/SizeX select the bins MCA1:ArrayData shows
+    ioc.put("ROI1:MinX", 100)
+    ioc.put("ROI1:SizeX", 200)
+    assert ioc.get("ROI1:MinX_RBV") == 100 and ioc.get("ROI1:SizeX_RBV") == 200
+    _acquire(ioc, 5, 0.05)
+    cropped = ioc.get("MCA1:ArrayData")
+    assert len(cropped) == 200
+    assert ioc.get("MCA1:ArraySize0_RBV") == 200
+    assert ioc.get("MCA1:ArrayCounter_RBV") == 45
+    full = ioc.get("MCA2:ArrayData")
+    assert len(full) == 4096
+
+
+def test_ctrl_dtc_and_its_readback_stay_readable(fresh_ioc):
+    ioc = fresh_ioc
+    assert ioc.get("det1:CTRL_DTC_RBV") == "Disabled"
+    ioc.put("det1:CTRL_DTC", "Enable")
+    assert ioc.get("det1:CTRL_DTC") == "Enable"
+    assert ioc.get("det1:CTRL_DTC_RBV") == "Enabled"
+    assert ioc.get("det1:DataType_RBV") == "Float64"
+    ioc.put("det1:CTRL_DTC", 0)
+    assert (ioc.get("det1:CTRL_DTC"), ioc.get("det1:CTRL_DTC_RBV")) == ("Disable", "Disabled")
+
+
+def test_roi_reset_zeroes_that_rois_statistics(fresh_ioc):
+    ioc = fresh_ioc
+    ioc.put("MCA1ROI:1:Use", "Yes")
+    _acquire(ioc, 3, 0.05)
+    assert ioc.get("MCA1ROI:1:Total_RBV") > 0
+    ioc.put("MCA1ROI:1:Reset", 1)
+    assert ioc.get("MCA1ROI:1:Total_RBV") == 0.0
