@@ -117,10 +117,6 @@ from clienthelp import last_json_line, run_client  # noqa: E402
 DATA_KEY = "entry/instrument/detector/data"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "det1:ReadStatus (ophyd's cam.read_status) answers no read: its enum strings are the "
-    "reference's two empty ones but its value is still 'Done', so the IOC raises "
-    "CaprotoConversionError (Invalid enum string: 'Done') on every read"))
 def test_every_component_connects(client_ioc):
     result = last_json_line(run_client(client_ioc, Path(__file__).name, "connect",
                                        client_ioc.prefix).stdout)
