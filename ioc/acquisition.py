@@ -75,10 +75,9 @@ class Acquisition:
         # caproto's put checks (verify_value) are skipped.
         for i, ch in enumerate(self.channels[:s.spectra.shape[0]]):
             await asyncio.sleep(0)
-            await ch.spectrum.write(s.spectra[i], verify_value=False)
-            if s.sums is not None:
-                await asyncio.sleep(0)
-                await ch.spectrum_sum.write(s.sums[i], verify_value=False)
+            # plugin_pvs: spectra go through the channel's plugin groups (ROI crop,
+            # EnableCallbacks, ArrayCounter/ArrayRate_RBV); see channel_pvs.post_spectra
+            await ch.post_spectra(s, i)
             await asyncio.sleep(0)
             for k in range(11):
                 await getattr(ch, f"sca{k}").write(float(s.sca[i, k]), verify_value=False)
@@ -148,6 +147,8 @@ class Acquisition:
         self._run_counter += 1
         plan, mode = self._plan(self._run_counter)
         run = self._run = ActiveRun(plan=plan, mode=mode)
+        for ch in self.channels:   # plugin_pvs: plugin frame counts follow the new numbering
+            ch.plugins_run_started()
         starts = TRIGGER_MODES[mode][2]
         try:
             if det.erase_on_start.value == "Yes":

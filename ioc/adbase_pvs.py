@@ -22,25 +22,18 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 
 from . import enums
-from .pvtypes import enum_pv, text_pv
+from .pvtypes import enum_pv, record_type, text_pv
 
 MAX_INT32 = 2**31 - 1
 NO_SHUTTER = "The IOC drives no shutter (no-op)."
 NO_POOL = "The IOC keeps no NDArray pool (always 0)."
 NO_QUEUE = "The writer has its own thread and queue, not an asyn plugin queue (always 0)."
-SHUTTER_MODES = ("None", "EPICS PV", "Detector output")
-CLOSED_OPEN = ("Closed", "Open")
-CLOSE_OPEN = ("Close", "Open")
-FRAME_TYPES = ("Normal", "Background", "FlatField")
-BAYER_PATTERNS = ("RGGB", "GBRG", "GRBG", "BGGR")
-BLOSC_COMPRESSORS = ("BloscLZ", "LZ4", "LZ4HC", "Snappy", "ZLIB", "ZSTD")
 BLOSC_SHUFFLES = ("None", "Byte", "Bit")
-ATTRIBUTE_STATUS = ("Attributes file OK", "File not found", "XML syntax error",
-                    "Macro substitution error")
-SORT_MODES = ("Unsorted", "Sorted")
 EXTRA_DIMS = ("3", "4", "5", "6", "7", "8", "9", "X", "Y")
 EXTRA_DIMS_N = EXTRA_DIMS + ("N",)
 MAX_DIMS = 10
+#: areaDetector computes these in calc/calcout records, so they are DOUBLE there
+CALC_RECORDS = ("PoolUsedBuffers", "QueueUse", "QueueUseHIGH", "QueueUseHIHI", "QueueFreeLow", "SortFreeLow")
 
 
 def _attr(name: str) -> str:
@@ -105,6 +98,13 @@ def writable(name: str, value: Any, doc: str, *, strings: Optional[Sequence[str]
     return out
 
 
+def set_record_types(ns: dict, types: dict) -> None:
+    """Declare the record type (pvtypes.record_type) of the PVs named in `types`."""
+    for prop in ns.values():
+        if isinstance(prop, pvproperty) and prop.pvspec.name in types:
+            record_type(prop, types[prop.pvspec.name])
+
+
 def _add(ns: dict, items: dict) -> None:
     """Add `items` to a group namespace; refuse to reuse an attribute or a PV name."""
     taken = {p.pvspec.name for p in ns.values() if isinstance(p, pvproperty)}
@@ -140,25 +140,35 @@ def _camera_pvs() -> dict:
         pvs[_attr(name)] = ro(name, "", "ADBase serial-port echo; the Xspress3 talks UDP "
                               "through the SDK (always empty).", dtype=ChannelType.CHAR)
     for name in ("PoolAllocBuffers", "PoolFreeBuffers", "PoolMaxBuffers", "PoolUsedBuffers"):
-        pvs[_attr(name)] = ro(name, 0, NO_POOL)
+        pvs[_attr(name)] = ro(name, 0.0 if name in CALC_RECORDS else 0, NO_POOL)
     for name in ("PoolMaxMem", "PoolUsedMem"):
         pvs[_attr(name)] = ro(name, 0.0, NO_POOL, units="MB")
     for name in ("ShutterStatus_RBV", "ShutterStatusEPICS_RBV"):
-        pvs[_attr(name)] = ro(name, "Closed", NO_SHUTTER, strings=CLOSED_OPEN)
+        pvs[_attr(name)] = ro(name, "Closed", NO_SHUTTER, strings=enums.CLOSED_OPEN)
     pvs.update(writable("AsynIO", 0, "asyn record of the port; accepted, no effect (no-op).",
                         dtype=int, rbv=False))
-    pvs.update(writable("ReadStatus", "Done", "ADBase read-status request; status PVs update "
-                        "on their own (no-op).", strings=("Done", "Read"), rbv=False))
+    pvs.update(writable("ReadStatus", "", "ADBase read-status request; status PVs update "
+                        "on their own (no-op).", strings=enums.NO_LABELS, rbv=False))
     pvs.update(writable("FrameType", "Normal", "ADBase frame type; every Xspress3 frame is a "
-                        "normal frame (fixed).", strings=FRAME_TYPES, fixed=True))
-    pvs.update(writable("ShutterMode", "None", NO_SHUTTER, strings=SHUTTER_MODES))
-    pvs.update(writable("ShutterControl", "Close", NO_SHUTTER, strings=CLOSE_OPEN))
-    pvs.update(writable("ShutterControlEPICS", "Close", NO_SHUTTER, strings=CLOSE_OPEN, rbv=False))
+                        "normal frame (fixed).", strings=enums.FRAME_TYPES, fixed=True))
+    async def _shutter_mode(group, instance, value):
+        # the readback has areaDetector's own strings: mirror by index
+        rbv = getattr(group, _attr("ShutterMode_RBV"))
+        await rbv.write(enums.SHUTTER_MODES_RBV[enums.SHUTTER_MODES.index(value)])
+        return value
+
+    pvs[_attr("ShutterMode")] = enum_pv("ShutterMode", enums.SHUTTER_MODES, 0, put=_shutter_mode,
+                                        doc=NO_SHUTTER)
+    pvs[_attr("ShutterMode_RBV")] = ro("ShutterMode_RBV", "None", NO_SHUTTER,
+                                       strings=enums.SHUTTER_MODES_RBV)
+    pvs.update(writable("ShutterControl", "Close", NO_SHUTTER, strings=enums.CLOSE_OPEN))
+    pvs[_attr("ShutterControlEPICS")] = ro("ShutterControlEPICS", "Closed", NO_SHUTTER,
+                                           strings=enums.CLOSED_OPEN)
     for name in ("ShutterOpenDelay", "ShutterCloseDelay"):
         pvs.update(writable(name, 0.0, NO_SHUTTER, dtype=float, units="s", limits=(0.0, 3600.0)))
     for name in ("ShutterOpenEPICS", "ShutterCloseEPICS"):
         pvs.update(writable(name, 0.0, NO_SHUTTER, dtype=float, rbv=False))
-    pvs.update(writable("ShutterFanout", 0, NO_SHUTTER, dtype=int, rbv=False))
+    pvs.update(writable("ShutterFanout", 0, NO_SHUTTER, dtype=ChannelType.INT, rbv=False))
     for name in ("ReverseX", "ReverseY"):
         pvs.update(writable(name, "No", "ADBase image flip; spectra are not images (no-op).",
                             strings=enums.NO_YES))
@@ -193,7 +203,7 @@ def _plugin_pvs() -> dict:
                               "shape of the last frame written.")
     pvs[_attr("BayerPattern_RBV")] = ro("BayerPattern_RBV", "RGGB", "Camera colour pattern; "
                                         "meaningless for spectra (constant).",
-                                        strings=BAYER_PATTERNS)
+                                        strings=enums.BAYER_PATTERNS)
     for name in ("EpicsTSSec_RBV", "EpicsTSNsec_RBV"):
         pvs[_attr(name)] = ro(name, 0, "NDArray EPICS time stamp; not maintained (always 0).")
     pvs[_attr("TimeStamp_RBV")] = ro("TimeStamp_RBV", 0.0, "NDArray time stamp; not "
@@ -210,19 +220,19 @@ def _plugin_pvs() -> dict:
     pvs[_attr("IOSpeed")] = ro("IOSpeed", 0.0, "HDF5 write speed; not measured (always 0).",
                                units="Mbit/s")
     for name in ("PoolAllocBuffers", "PoolFreeBuffers", "PoolMaxBuffers", "PoolUsedBuffers"):
-        pvs[_attr(name)] = ro(name, 0, NO_POOL)
+        pvs[_attr(name)] = ro(name, 0.0 if name in CALC_RECORDS else 0, NO_POOL)
     for name in ("PoolMaxMem", "PoolUsedMem"):
         pvs[_attr(name)] = ro(name, 0.0, NO_POOL, units="MB")
     for name in ("QueueFree", "QueueFreeLow", "QueueUse", "QueueUseHIGH", "QueueUseHIHI",
                  "NumQueuedArrays", "SortFree", "SortFreeLow"):
-        pvs[_attr(name)] = ro(name, 0, NO_QUEUE)
+        pvs[_attr(name)] = ro(name, 0.0 if name in CALC_RECORDS else 0, NO_QUEUE)
     for dim in EXTRA_DIMS_N:
         name = f"ExtraDimName{dim}_RBV"
         pvs[_attr(name)] = ro(name, "", "Extra dimensions are not used: the layout is fixed "
                               "(see db_docs/hdf5-layout.md).", dtype=ChannelType.STRING)
     pvs[_attr("SWMRSupported_RBV")] = ro("SWMRSupported_RBV", "Supported",
                                          "Files are written in SWMR mode (constant).",
-                                         strings=("Not supported", "Supported"))
+                                         strings=enums.SWMR_SUPPORTED)
     pvs[_attr("SWMRActive_RBV")] = ro("SWMRActive_RBV", "Off", "Not maintained (always Off); "
                                       "WriteFile_RBV says when a file is being written.",
                                       strings=("Off", "Active"))
@@ -233,7 +243,7 @@ def _plugin_pvs() -> dict:
                                        "(always empty).", dtype=ChannelType.CHAR)
     pvs[_attr("NDAttributesStatus")] = ro("NDAttributesStatus", "Attributes file OK",
                                           "No attributes file is read (constant).",
-                                          strings=ATTRIBUTE_STATUS)
+                                          strings=enums.ATTRIBUTE_STATUS)
 
     noop = "Accepted for areaDetector clients; no effect (no-op)."
     layout = "Accepted; the HDF5 layout is fixed (see db_docs/hdf5-layout.md) (no-op)."
@@ -250,13 +260,13 @@ def _plugin_pvs() -> dict:
                                                  "(always 0).")
         pvs.update(writable(f"ArraySize{k}", 0, noop, dtype=int, rbv=False))
     for k in range(MAX_DIMS):
-        pvs.update(writable(f"Dim{k}SA", [0] * MAX_DIMS, noop, dtype=int, length=MAX_DIMS))
+        pvs.update(writable(f"Dim{k}SA", 0, noop, dtype=int))
     pvs.update(writable("Dimensions", [0] * MAX_DIMS, "Not maintained (always 0); "
                         "ArraySize0/1_RBV hold the frame shape.", dtype=int, length=MAX_DIMS))
     pvs.update(writable("NDimensions", 0, "Not maintained (always 0).", dtype=int))
     pvs.update(writable("AsynIO", 0, noop, dtype=int, rbv=False))
     pvs.update(writable("BloscCompressor", "LZ4", "Blosc compression uses LZ4 (fixed).",
-                        strings=BLOSC_COMPRESSORS, fixed=True))
+                        strings=enums.BLOSC_COMPRESSORS, fixed=True))
     pvs.update(writable("BloscLevel", 5, "Blosc compression uses level 5 (fixed).",
                         dtype=int, fixed=True))
     pvs.update(writable("BloscShuffle", "Byte", "Blosc compression uses byte shuffle (fixed).",
@@ -266,7 +276,7 @@ def _plugin_pvs() -> dict:
     pvs.update(writable("NumThreads", 1, "The writer is one thread (fixed).", dtype=int,
                         fixed=True))
     pvs.update(writable("FileFormat", "HDF5", "HDF5 is the only format (fixed).",
-                        strings=("HDF5",), fixed=True))
+                        strings=enums.FILE_FORMAT, fixed=True, rbv=False))
     for name in ("BoundaryAlign", "BoundaryThreshold", "DataBitsOffset", "NumDataBits",
                  "SZipNumPixels", "NumRowChunks", "NumColChunks", "NumFramesFlush",
                  "NDAttributeChunk"):
@@ -275,14 +285,18 @@ def _plugin_pvs() -> dict:
         pvs.update(writable(f"ExtraDimChunk{dim}", 0, layout, dtype=int))
     for dim in EXTRA_DIMS_N:
         pvs.update(writable(f"ExtraDimSize{dim}", 0, layout, dtype=int))
-        pvs.update(writable(f"PosIndexDim{dim}", "", layout, dtype=ChannelType.CHAR))
-        pvs.update(writable(f"PosNameDim{dim}", "", layout, dtype=ChannelType.CHAR))
+        pvs.update(writable(f"PosIndexDim{dim}", "", layout, dtype=ChannelType.STRING))
+        pvs.update(writable(f"PosNameDim{dim}", "", layout, dtype=ChannelType.STRING))
     for name in ("StoreAttr", "StorePerform", "DimAttDatasets", "DeleteDriverFile"):
         pvs.update(writable(name, "No", layout, strings=enums.NO_YES))
     pvs.update(writable("FillValue", 0.0, layout, dtype=float))
-    pvs.update(writable("TempSuffix", "", layout, dtype=ChannelType.CHAR))
+    pvs.update(writable("TempSuffix", "", layout, dtype=ChannelType.STRING))
     pvs.update(writable("ReadFile", "Done", "Reading files back is not supported (no-op).",
-                        strings=("Done", "Read")))
+                        strings=enums.TS_READ, rbv=False))
+    pvs[_attr("ReadFile_RBV")] = ro("ReadFile_RBV", "Done", "Files are never read back (constant).",
+                                    strings=enums.READ_FILE_RBV)
+    pvs[_attr("FileFormat_RBV")] = ro("FileFormat_RBV", "HDF5", "HDF5 is the only format "
+                                      "(constant).", strings=enums.FILE_FORMAT_RBV)
     for name in ("DroppedArrays", "DisorderedArrays", "DroppedOutputArrays"):
         pvs.update(writable(name, 0, "Not maintained (always 0); FramesDropped_RBV counts "
                             "frames the writer could not write.", dtype=int))
@@ -294,12 +308,12 @@ def _plugin_pvs() -> dict:
     pvs.update(writable("MaxByteRate", 0.0, "Every frame is written (no-op).", dtype=float,
                         units="B/s"))
     pvs.update(writable("SortMode", "Unsorted", "Frames arrive in order (no-op).",
-                        strings=SORT_MODES))
+                        strings=enums.SORT_MODES))
     pvs.update(writable("SortSize", 0, "Frames arrive in order (no-op).", dtype=int))
     pvs.update(writable("SortTime", 0.0, "Frames arrive in order (no-op).", dtype=float,
                         units="s"))
-    pvs.update(writable("ProcessPlugin", 0, noop, dtype=int, rbv=False))
-    pvs.update(writable("EmptyFreeList", 0, noop, dtype=int, rbv=False))
+    pvs.update(writable("ProcessPlugin", "", noop, strings=enums.NO_LABELS, rbv=False))
+    pvs.update(writable("EmptyFreeList", "", noop, strings=enums.NO_LABELS, rbv=False))
     pvs.update(writable("NDAttributesFile", "", "No attributes file is read; the per-frame "
                         "attributes are fixed (no-op).", dtype=ChannelType.CHAR, rbv=False))
     pvs.update(writable("NDAttributesMacros", "", noop, dtype=ChannelType.CHAR, rbv=False))

@@ -7,7 +7,9 @@ out. ROIs are a SubGroup each. Logic lives in the root group.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 
 from caproto import ChannelType
 from caproto.server import SubGroup, pvproperty
@@ -15,7 +17,8 @@ from caproto.server import SubGroup, pvproperty
 from xspress3.writers.layout import NDATTR_SUFFIXES, ndattribute_name
 
 from . import enums
-from .pvtypes import Xsp3Group, enum_pv, root_putter, setting, text_pv
+from .plugin_pvs import DET1_CHANNEL, NDROISTAT_N, ROOT_EXTRA, declare, parse, plugin_group
+from .pvtypes import Xsp3Group, enum_pv, record_type, root_putter, setting, text_pv
 
 NUM_ROIS = 48
 NUM_SCAS = len(enums.SCA_NAMES)
@@ -49,6 +52,12 @@ class _RoiBase(Xsp3Group):
     async def apply_setting(self, attr, value):
         return await self.root.roi_setting(self, attr, value)
 
+    async def on_put(self, name: str, value) -> None:
+        """Generic NDROIStatN PVs (plugin_pvs) with a meaning here: Reset zeroes the statistics."""
+        if name == "Reset":
+            for pv in self.stats:
+                await pv.write(0.0)
+
 
 def _roi_namespace() -> dict:
     ns: dict = {"__doc__": "One ROI of one channel (NDROIStat-like): bins [MinX, MinX+SizeX).",
@@ -79,7 +88,10 @@ def _roi_class(ts_points: int):
     ts_total = pvproperty(name="TSTotal", value=[0.0], dtype=float, max_length=ts_points,
                       read_only=True, units="counts", max_subscription_backlog=WAVEFORM_BACKLOG,
                       doc="ROI total of every frame of the time series (TSCurrentPoint points).")
-    return type(f"RoiPVs{ts_points}", (RoiPVs,), {"ts_total": ts_total})
+    ns = {"ts_total": ts_total}
+    served = {p.pvspec.name for p in vars(RoiPVs).values() if isinstance(p, pvproperty)}
+    ns.update(declare(parse(NDROISTAT_N), ts_points=ts_points, exclude=served | {"TSTotal"}))
+    return type(f"RoiPVs{ts_points}", (RoiPVs,), ns)
 
 
 def channel_group(n: int, bins: int, ts_points: int):
@@ -94,8 +106,6 @@ def channel_group(n: int, bins: int, ts_points: int):
                                     max_length=bins, read_only=True, units="counts",
                                     max_subscription_backlog=WAVEFORM_BACKLOG,
                                     doc="Sum of every frame since the last erase.")
-    ns["enable_callbacks"] = enum_pv(f"MCA{n}:EnableCallbacks", enums.DISABLE_ENABLE, 1,
-                                     doc="Accepted (no-op): spectra are always published.")
     for k, (sca, units) in enumerate(zip(enums.SCA_NAMES, SCA_UNITS)):
         ns[f"sca{k}"] = pvproperty(name=f"C{n}SCA:{k}:Value_RBV", value=0.0, read_only=True,
                                    precision=5 if k >= 9 else 0, units=units,
@@ -109,8 +119,8 @@ def channel_group(n: int, bins: int, ts_points: int):
                                  doc="Deadtime correction factor of the latest frame.")
     ns["dead_time"] = pvproperty(name=f"C{n}:DeadTime_RBV", value=0.0, read_only=True, precision=5,
                                  units="%", doc="Deadtime of the latest frame, percent.")
-    ns.update(setting("event_width", f"C{n}:EventWidth", 6, dtype=int, units="ticks",
-                      lower_ctrl_limit=0, upper_ctrl_limit=100,
+    ns.update(setting("event_width", f"C{n}:EventWidth", 6.0, dtype=float, units="ticks",
+                      precision=0, lower_ctrl_limit=0.0, upper_ctrl_limit=100.0,
                       doc="Event width (80 MHz ticks) used in the deadtime formula."))
     ns.update(setting("threshold", f"det1:C{n}_SCA4_THRESHOLD", 0, dtype=int, units="bins",
                       lower_ctrl_limit=0, upper_ctrl_limit=bins - 1,
@@ -122,7 +132,7 @@ def channel_group(n: int, bins: int, ts_points: int):
         ns.update(setting(f"win{w}_high", f"det1:C{n}_SCA{sca}_HLM", bins - 1, dtype=int,
                           units="bins", lower_ctrl_limit=0, upper_ctrl_limit=bins - 1,
                           doc=f"Upper bin of in-window scaler {w + 1} (SDK window {w})."))
-    ns["ts_control"] = enum_pv(f"MCA{n}ROI:TSControl", enums.TS_CONTROL, 2,
+    ns["ts_control"] = enum_pv(f"MCA{n}ROI:TSControl", enums.TS_CONTROL, enums.TS_CONTROL[2],
                                put=_ts_control_put,
                                doc="Erase/Start, Start, Stop or Read the ROI time series.")
     ns["ts_num_points"] = pvproperty(name=f"MCA{n}ROI:TSNumPoints", value=ts_points,
@@ -134,14 +144,13 @@ def channel_group(n: int, bins: int, ts_points: int):
                                         doc="Points recorded so far.")
     ns["ts_acquiring"] = enum_pv(f"MCA{n}ROI:TSAcquiring", enums.TS_ACQUIRING, 0, read_only=True,
                                  doc="Whether the time series is recording.")
-    ns["roi_enable_callbacks"] = enum_pv(f"MCA{n}ROI:EnableCallbacks", enums.DISABLE_ENABLE, 1,
-                                         doc="Accepted (no-op).")
     ns["ts_read"] = pvproperty(name=f"MCA{n}ROI:TSRead", value=0, put=root_putter("time_series_read"),
                                units="n/a", doc="Any write posts the time-series waveforms now "
                                                 "(they are also posted when a run ends).")
-    ns["roi_reset_all"] = enum_pv(f"MCA{n}ROI:ResetAll", enums.RESET, 0, put=root_putter("reset_roi_stats"),
+    ns["roi_reset_all"] = enum_pv(f"MCA{n}ROI:ResetAll", enums.NO_LABELS, 0, put=_reset_all_put,
                                   doc="Any write zeroes this channel's ROI Total/Net/Min/Max/Mean readbacks.")
     ns.update(_sca_time_series(n, ts_points))
+    ns.update(_plugins(n, ts_points))
     for r in range(1, NUM_ROIS + 1):
         ns[f"roi{r}"] = SubGroup(_roi_class(ts_points), prefix=f"MCA{n}ROI:{r}:", channel=n,
                                  index=r, doc=f"ROI {r} of channel {n}.")
@@ -155,9 +164,7 @@ def _sca_time_series(n: int, ts_points: int) -> dict:
     so TSAcquire here and MCA{n}ROI:TSControl drive the same recording.
     """
     ns: dict = {}
-    ns["sca_enable_callbacks"] = enum_pv(f"C{n}SCA:EnableCallbacks", enums.DISABLE_ENABLE, 1,
-                                         doc="Accepted (no-op).")
-    ns["sca_reset"] = enum_pv(f"C{n}SCA:Reset", enums.RESET, 0, put=root_putter("reset_sca_sums"),
+    ns["sca_reset"] = enum_pv(f"C{n}SCA:Reset", enums.SCA_RESET, 0, put=_sca_reset_put,
                               doc="Any write zeroes this channel's C{n}SCA:{k}:ValueSum_RBV.")
     for k, (suffix, units) in enumerate(zip(NDATTR_SUFFIXES, SCA_UNITS)):
         name = ndattribute_name(n, suffix)
@@ -171,10 +178,15 @@ def _sca_time_series(n: int, ts_points: int) -> dict:
             ns[attr] = pvproperty(name=pvname, value=[0.0], dtype=float, max_length=ts_points,
                                   read_only=True, units=units, max_subscription_backlog=WAVEFORM_BACKLOG,
                                   doc=f"{enums.SCA_NAMES[k]} of every frame of the time series.")
-    ns["sca_ts_acquire"] = enum_pv(f"C{n}SCA:TS:TSAcquire", enums.TS_ACQUIRE, 0,
+    for k in range(NUM_SCAS):
+        ns[f"sca_ts_name{k}"] = record_type(pvproperty(name=f"C{n}SCA:TS:{k}:Name", value=enums.SCA_NAMES[k],
+                                           dtype=ChannelType.STRING, read_only=True,
+                                           doc="Name of SCA k's time series (fixed)."),
+                                               "stringout")
+    ns["sca_ts_acquire"] = record_type(enum_pv(f"C{n}SCA:TS:TSAcquire", enums.TS_ACQUIRE, 0,
                                    put=root_putter("sca_ts_acquire"),
                                    doc="1 erases and starts the time series, 0 stops it; reads 1 "
-                                       "while it records. The put completes at once.")
+                                       "while it records. The put completes at once."), "busy")
     ns["sca_ts_num_points"] = pvproperty(name=f"C{n}SCA:TS:TSNumPoints", value=ts_points,
                                          lower_ctrl_limit=1, upper_ctrl_limit=ts_points, units="frames",
                                          put=_ts_num_points_put,
@@ -185,10 +197,37 @@ def _sca_time_series(n: int, ts_points: int) -> dict:
                                      doc="Whether the time series is recording.")
     ns["sca_ts_read"] = enum_pv(f"C{n}SCA:TS:TSRead", enums.TS_READ, 0, put=root_putter("time_series_read"),
                                 doc="Any write posts the time-series waveforms now.")
-    ns["sca_ts_acquire_mode"] = enum_pv(f"C{n}SCA:TS:TSAcquireMode", enums.TS_ACQUIRE_MODES, 0,
+    ns["sca_ts_acquire_mode"] = record_type(enum_pv(f"C{n}SCA:TS:TSAcquireMode", enums.TS_ACQUIRE_MODES, 0,
                                         put=root_putter("ts_acquire_mode"),
                                         doc="Fixed length: stop when TSNumPoints frames are held; "
-                                            "Circ. buffer: keep the newest TSNumPoints frames.")
+                                            "Circ. buffer: keep the newest TSNumPoints frames."),
+                                          "mbbo")
+    return ns
+
+
+#: areaDetector plugin prefixes of channel n: attribute, prefix, plugin kind
+PLUGINS = (("roi_plugin", "ROI{n}:", "ROI"), ("mca_plugin", "MCA{n}:", "StdArrays"),
+           ("roisum_plugin", "ROISUM{n}:", "ROISum"), ("mcasum_plugin", "MCASUM{n}:", "StdArrays"),
+           ("roistat_plugin", "MCA{n}ROI:", "ROIStat"), ("sca_plugin", "C{n}SCA:", "Attribute"),
+           ("sca_ts_plugin", "C{n}SCA:TS:", "TimeSeries"))
+#: names the channel group itself serves under C{n}SCA:TS: (with their logic)
+_SCA_TS_OWN = ("TSAcquire", "TSNumPoints", "TSCurrentPoint", "TSAcquiring", "TSRead",
+               "TSAcquireMode")
+
+
+def _plugins(n: int, ts_points: int) -> dict:
+    """The plugin-base SubGroups of channel n, its det1:C{n}_ extras and (channel 1)
+    the IOC-wide Proc1: plugin and MeanDeadTime_RBV/MaxDeadTime_RBV."""
+    ns: dict = {}
+    for attr, prefix, kind in PLUGINS:
+        exclude = _SCA_TS_OWN if kind == "TimeSeries" else ()
+        ns[attr] = SubGroup(plugin_group(kind, ts_points, exclude), prefix=prefix.format(n=n),
+                            doc=f"areaDetector {kind} plugin-base PVs of channel {n}.")
+    ns.update(declare(parse(DET1_CHANNEL), ts_points=ts_points, prefix=f"det1:C{n}_"))
+    if n == 1:
+        ns["proc_plugin"] = SubGroup(plugin_group("Process", ts_points), prefix="Proc1:",
+                                     doc="areaDetector NDProcess plugin-base PVs (Proc1:).")
+        ns.update(declare(parse(ROOT_EXTRA), ts_points=ts_points))
     return ns
 
 
@@ -196,13 +235,64 @@ async def _ts_num_points_put(group, instance, value):
     return await group.root.ts_num_points(group, value)
 
 
+async def _sca_reset_put(group, instance, value):
+    await group.root.reset_sca_sums(instance, value)
+    return enums.SCA_RESET[0]
+
+
+async def _reset_all_put(group, instance, value):
+    await group.root.reset_roi_stats(instance, value)
+    return enums.NO_LABELS[0]
+
+
 async def _ts_control_put(group, instance, value):
+    if value == enums.TS_CONTROL[4]:   # Erase: empty the series, recording goes on as it was
+        root = group.root
+        with root.readout.lock:
+            root.readout.ts.erase()
+        await root.time_series_read(instance, 0)
+        return value
     return await group.root.ts_control(group, value)
 
 
 class _ChannelBase(Xsp3Group):
     async def apply_setting(self, attr, value):
         return await self.root.channel_setting(self, attr, value)
+
+    @functools.cached_property
+    def plugins(self) -> list:
+        """This channel's plugin groups (channel 1 also holds the IOC-wide Proc1:)."""
+        out = [getattr(self, attr) for attr, _, _ in PLUGINS]
+        proc = getattr(self, "proc_plugin", None)
+        return out + [proc] if proc is not None else out
+
+    def plugins_run_started(self) -> None:
+        """A new acquisition: the frame numbering starts again (see plugin_stats)."""
+        for plugin in self.plugins:
+            plugin.stats.run_started()
+
+    async def post_spectra(self, s, i: int) -> None:
+        """Post channel i's part of a frame summary, as areaDetector's plugin chain would:
+        ROI{n}: MinX/SizeX select the bins MCA{n}:ArrayData shows; a plugin with
+        EnableCallbacks Disable neither counts nor updates its PVs."""
+        now = time.time()
+        spectrum = s.spectra[i]
+        roi = self.roi_plugin
+        first = min(max(int(roi.pv_named("MinX").value), 0), len(spectrum) - 1)
+        size = int(roi.pv_named("SizeX").value)
+        size = len(spectrum) - first if size <= 0 else size   # 0: to the last bin
+        cropped = spectrum[first:first + size]
+        for plugin in self.plugins:
+            plugin.stats.handled(s.frame_number)
+        if roi.enabled and self.mca_plugin.enabled:
+            await self.spectrum.write(cropped, verify_value=False)
+        if s.sums is not None and self.mcasum_plugin.enabled:
+            await asyncio.sleep(0)   # let the loop serve clients between big writes
+            await self.spectrum_sum.write(s.sums[i], verify_value=False)
+        await asyncio.sleep(0)
+        for plugin in self.plugins:
+            bins = len(cropped) if plugin is roi or plugin is self.mca_plugin else len(spectrum)
+            await plugin.publish(s.frame_number, bins, now)
 
     @functools.cached_property
     def rois(self) -> list:

@@ -9,12 +9,38 @@ from __future__ import annotations
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from . import adbase_pvs, enums
+from . import adbase_pvs, enums, plugin_pvs
 from .pvtypes import PutRejected, Xsp3Group, command, enum_pv, root_putter, setting, text_pv
+from .adbase_pvs import set_record_types
 
 MAX_EXPOSURE_S = 53.6  # 2**32 ticks of the 80 MHz clock
 MIN_EXPOSURE_S = 1e-5
 MAX_INT32 = 2**31 - 1
+
+#: EPICS record types of det1: PVs where the areaDetector IOC's differ from the default rule
+RECORD_TYPES = {"RUN_FLAGS": "mbbo", "RUN_FLAGS_RBV": "mbbi", "MAX_FRAMES_DRIVER_RBV": "longout",
+                "ArrayRate_RBV": "calc", "TemperatureActual": "ai",
+                "ShutterStatusEPICS_RBV": "mbbi", "ShutterOpenEPICS": "calcout",
+                "ShutterCloseEPICS": "calcout", "ShutterFanout": "fanout", "ShutterControlEPICS": "bi",
+                "PoolUsedBuffers": "calc", "Acquire": "bo"}
+
+
+def _ctrl_dtc() -> dict:
+    """CTRL_DTC (Disable/Enable) and CTRL_DTC_RBV (Disabled/Enabled): the readback has
+    its own strings, so it is written by index, never with the setpoint's string."""
+    async def _put(group, instance, value):
+        await group.apply_setting("ctrl_dtc", value)
+        index = enums.DISABLE_ENABLE.index(value)
+        await group.ctrl_dtc_rbv.write(enums.DISABLED_ENABLED[index])
+        group.root.setting_changed()
+        return value
+
+    sp = enum_pv("CTRL_DTC", enums.DISABLE_ENABLE, 0, put=_put,
+                 doc="Enable: spectra are deadtime-corrected (float64) in files and the stream.")
+    sp.persist = True  # read by the settings store
+    rbv = enum_pv("CTRL_DTC_RBV", enums.DISABLED_ENABLED, 0, read_only=True,
+                  doc="Readback of CTRL_DTC: whether deadtime correction is in force.")
+    return {"ctrl_dtc": sp, "ctrl_dtc_rbv": rbv}
 
 
 def _ns() -> dict:
@@ -54,7 +80,7 @@ def _ns() -> dict:
     ns.update(setting("erase_on_start", "EraseOnStart", "Yes", enum_strings=enums.NO_YES,
                       doc="Yes: each acquisition starts from zeroed sums and counters. Frame memory "
                           "used by a run is always cleared first, so no frame carries old counts."))
-    ns.update(command("update_cmd", "UPDATE", "update_arrays", strings=("Done", "Update"),
+    ns.update(command("update_cmd", "UPDATE", "update_arrays", strings=enums.NO_LABELS,
                       doc="Posts the latest spectra and scalers now."))
     ns.update(setting("array_counter", "ArrayCounter", 0, dtype=int, lower_ctrl_limit=0,
                       upper_ctrl_limit=MAX_INT32, persist=False,
@@ -65,21 +91,19 @@ def _ns() -> dict:
                                    read_only=True, doc="areaDetector detector state.")
     ns["status_message"] = text_pv("StatusMessage_RBV", "Initializing", read_only=True,
                                    doc="What the IOC is doing, or why the last request failed.")
-    ns.update(setting("ctrl_dtc", "CTRL_DTC", "Disable", enum_strings=enums.DISABLE_ENABLE,
-                      rbv_strings=enums.DISABLED_ENABLED,
-                      doc="Enable: spectra are deadtime-corrected (float64) in files and the stream."))
+    ns.update(_ctrl_dtc())
     ns.update(setting("config_path", "CONFIG_PATH", "", dtype=ChannelType.CHAR,
                       doc="Calibration directory restored by RESTORE_SETTINGS / CONNECT."))
     ns.update(setting("config_save_path", "CONFIG_SAVE_PATH", "", dtype=ChannelType.CHAR,
                       doc="Directory that SAVE_SETTINGS writes calibration to."))
-    ns.update(command("connect_cmd", "CONNECT", "connect", doc="Opens the detector (again)."))
-    ns.update(command("disconnect_cmd", "DISCONNECT", "disconnect", doc="Stops and closes the detector."))
+    ns.update(command("connect_cmd", "CONNECT", "connect", strings=enums.CONNECT, doc="Opens the detector (again)."))
+    ns.update(command("disconnect_cmd", "DISCONNECT", "disconnect", strings=enums.DISCONNECT, doc="Stops and closes the detector."))
     ns["connected"] = enum_pv("CONNECTED", enums.CONNECTED, 0, read_only=True,
                               doc="Whether the detector is open.")
-    ns.update(command("reset_cmd", "RESET", "reset", doc="Stops any run and clears an Error state."))
-    ns.update(command("save_settings_cmd", "SAVE_SETTINGS", "save_sdk_settings",
+    ns.update(command("reset_cmd", "RESET", "reset", strings=enums.RESET_CMD, doc="Stops any run and clears an Error state."))
+    ns.update(command("save_settings_cmd", "SAVE_SETTINGS", "save_sdk_settings", strings=enums.SAVE,
                       doc="Writes the SDK calibration to CONFIG_SAVE_PATH."))
-    ns.update(command("restore_settings_cmd", "RESTORE_SETTINGS", "restore_sdk_settings",
+    ns.update(command("restore_settings_cmd", "RESTORE_SETTINGS", "restore_sdk_settings", strings=enums.RESTORE,
                       doc="Loads the SDK calibration from CONFIG_PATH."))
     ns.update(setting("num_channels", "NUM_CHANNELS", 1, dtype=int, units="channels",
                       lower_ctrl_limit=1, upper_ctrl_limit=256, persist=False,
@@ -163,6 +187,8 @@ def _ns() -> dict:
     ns["simulation"] = enum_pv("Simulation_RBV", enums.NO_YES, 0, read_only=True,
                                doc="Yes when the built-in simulator stands in for the hardware.")
     adbase_pvs.extend(ns)
+    ns.update(plugin_pvs.declare(plugin_pvs.parse(plugin_pvs.DET1_EXTRA), ts_points=1))
+    set_record_types(ns, RECORD_TYPES)
     return ns
 
 

@@ -40,6 +40,8 @@ _CHANNEL_NAME_RULES = (
     (re.compile(r"^MCA1ROI:"), "MCA{n}ROI:"),
     (re.compile(r"^MCASUM1:"), "MCASUM{n}:"),
     (re.compile(r"^MCA1:"), "MCA{n}:"),
+    (re.compile(r"^ROISUM1:"), "ROISUM{n}:"),
+    (re.compile(r"^ROI1:"), "ROI{n}:"),
     (re.compile(r"^C1SCA:"), "C{n}SCA:"),
     (re.compile(r"^C1:"), "C{n}:"),
     (re.compile(r"^det1:C1_"), "det1:C{n}_"),
@@ -126,6 +128,9 @@ def _rows(group, prefix: str, attrs: Iterable[str]) -> list:
     return out
 
 
+from .channel_pvs import PLUGINS  # noqa: E402  (the plugin prefixes of a channel)
+
+
 def sections(root) -> list:
     """The reference, grouped as the IOC groups its PVs (see server.build_ioc_class)."""
     prefix = root.prefix
@@ -156,6 +161,17 @@ def sections(root) -> list:
                 f"r = 1 .. {NUM_ROIS} (group `RoiPVs`, ioc/channel_pvs.py). An ROI covers bins "
                 "[MinX, MinX + SizeX) of the channel's spectrum.",
                 _rows(roi, prefix, list(roi.attr_pvdb))),
+    ]
+    for attr, plugin_prefix, kind in PLUGINS + (("proc_plugin", "Proc1:", "Process"),):
+        plugin = ch.groups[attr]
+        out.append(Section(
+            f"areaDetector plugin `{plugin_prefix}`",
+            f"NDPluginBase PVs ({kind} kind) of the areaDetector plugin this prefix stands for, "
+            "declared once in ioc/plugin_pvs.py; counters, rate, EnableCallbacks and array "
+            "sizes are this plugin's own (ioc/plugin_stats.py), the rest say what they are." +
+            (" Proc1: exists once (served by channel 1's group)." if kind == "Process" else ""),
+            _rows(plugin, prefix, list(plugin.attr_pvdb))))
+    out += [
         Section("File writer `HDF1:`",
                 "The built-in HDF5 writer, named as the areaDetector NDFileHDF5 plugin "
                 "(group `FilePVs`, ioc/file_pvs.py); the file layout is in hdf5-layout.md.",

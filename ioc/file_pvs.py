@@ -9,10 +9,19 @@ from __future__ import annotations
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from . import adbase_pvs, enums
+from . import adbase_pvs, enums, plugin_pvs
 from .pvtypes import PATH_LENGTH, Xsp3Group, enum_pv, root_putter, setting, text_pv
 
 MAX_INT32 = 2**31 - 1
+XML_NAME_LENGTH = 2048   # NELM of areaDetector's XMLFileName
+
+#: EPICS record types of HDF1: PVs where the areaDetector IOC's differ from the default rule
+RECORD_TYPES = {"Capture": "busy", "WriteFile": "busy", "ReadFile": "busy", "FlushNow": "busy",
+                "ArrayRate_RBV": "calc", "MaxArrayRate_RBV": "calc", "MaxArrayRate_COUT": "calcout",
+                "PoolUsedBuffers": "calc", "QueueUse": "calc", "QueueUseHIGH": "calcout",
+                "QueueUseHIHI": "calcout", "QueueFreeLow": "calcout", "SortFreeLow": "calcout",
+                "SortMode": "mbbo", "SortMode_RBV": "mbbi", "FileFormat": "mbbo",
+                "FileFormat_RBV": "mbbi", "RunTime": "ai", "IOSpeed": "ai"}
 
 
 def _ns() -> dict:
@@ -68,16 +77,24 @@ def _ns() -> dict:
     ns["frames_dropped"] = pvproperty(name="FramesDropped_RBV", value=0, read_only=True,
                                       units="frames",
                                       doc="Frames the writer could not write (error or full queue).")
-    for attr, name, value in (("num_extra_dims", "NumExtraDims", 0), ("lazy_open", "LazyOpen", 0),
-                              ("swmr_mode", "SWMRMode", 1), ("num_frames_chunks", "NumFramesChunks", 0),
-                              ("chunk_size_auto", "ChunkSizeAuto", 1), ("position_mode", "PositionMode", 0),
+    for attr, name, strings, value in (("lazy_open", "LazyOpen", enums.NO_YES, 0),
+                                       ("swmr_mode", "SWMRMode", enums.OFF_ON, 1),
+                                       ("chunk_size_auto", "ChunkSizeAuto", enums.NO_YES, 1),
+                                       ("position_mode", "PositionMode", enums.OFF_ON, 0)):
+        ns.update(setting(attr, name, value, enum_strings=strings, persist=False,
+                          doc=f"ADCore {name}: accepted for client compatibility (no-op)."))
+    for attr, name, value in (("num_extra_dims", "NumExtraDims", 0),
+                              ("num_frames_chunks", "NumFramesChunks", 0),
                               ("queue_size", "QueueSize", 4096), ("nd_array_address", "NDArrayAddress", 0),
                               ("array_counter", "ArrayCounter", 0)):
         ns.update(setting(attr, name, value, dtype=int, lower_ctrl_limit=0, upper_ctrl_limit=MAX_INT32,
                           persist=False,
                           doc=f"ADCore {name}: accepted for client compatibility (no-op)."))
     ns.update(setting("xml_file_name", "XMLFileName", "", dtype=ChannelType.CHAR, persist=False,
+                      length=XML_NAME_LENGTH,
                       doc="Accepted (no-op): the layout is fixed (see db_docs/hdf5-layout.md)."))
+    ns["xml_file_name_rbv"] = text_pv("XMLFileName_RBV", "", read_only=True,
+                                      length=XML_NAME_LENGTH, doc="Readback of XMLFileName.")
     ns.update(setting("nd_array_port", "NDArrayPort", "XSP3", dtype=ChannelType.STRING, persist=False,
                       doc="Accepted (no-op)."))
     ns["flush_now"] = enum_pv("FlushNow", ("Done", "Flush"), 0,
@@ -92,6 +109,11 @@ def _ns() -> dict:
     ns["port_name"] = pvproperty(name="PortName_RBV", value="HDF1", dtype=ChannelType.STRING,
                                  read_only=True, doc="Port name.")
     adbase_pvs.extend_file(ns)
+    ns.update(plugin_pvs.declare(plugin_pvs.parse(plugin_pvs.HDF1_EXTRA), ts_points=1))
+    for k in range(10):
+        RECORD_TYPES.update({f"ArraySize{k}": "longin", f"Dim{k}SA": "subArray",
+                             f"Dim{k}SA_RBV": "subArray"})
+    adbase_pvs.set_record_types(ns, RECORD_TYPES)
     return ns
 
 

@@ -1,34 +1,236 @@
 """Building blocks for the IOC's PVGroups.
 
-Every client put, whether caproto rejects it (limits, enum, type) or one of our
-putters does, passes through `_ReportingMixin.write_from_dbr`, so a rejected put
-always reaches the group's `put_rejected` hook: the IOC puts the reason in
-`det1:StatusMessage_RBV` and the log, and the client gets the put failure.
-Internal writes (`pv.write(...)` from our own code) do not pass through it.
+Every client put, whatever DBR type it comes as, passes through
+`_ReportingMixin.write_from_dbr`, which checks it against the PV (`check_value`:
+type, enum range, element count, 40-character strings, int32 range, finite
+floats, drive limits DRVL..DRVH) before anything is stored. A put that does not
+fit, or that caproto or one of our putters refuses, reaches the group's
+`put_rejected` hook: the IOC puts the reason in `det1:StatusMessage_RBV` and the
+log, and the client gets the put failure. Nothing is stored and nothing is saved
+to the settings file.
+
+A refused put, or a refused internal write, leaves the PV's alarm (STAT/SEVR)
+unchanged: caproto would raise a WRITE/MAJOR alarm on the PV's alarm group
+(shared by every PV of the group), which nothing would ever clear.
+
+Internal writes (`pv.write(...)` from our own code) do not pass through
+`write_from_dbr`; the settings store checks restored values with `check_value`.
+
+Every PV is also an EPICS record: `.RTYP` (the default rule in
+record_fields.default_record_type, or `record_type(prop, "calc")`), `.DESC`,
+`.SCAN`, `.PROC`, ... built on first access (see record_fields).
 """
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
-from caproto import ChannelType
+import numpy as np
+from caproto import ChannelType, native_type
+from caproto._data import SkipWrite
 from caproto.server import PVGroup, pvproperty
 from caproto.server import server as _server
+
+from . import record_fields
 
 log = logging.getLogger(__name__)
 
 STRING_LENGTH = 256
 PATH_LENGTH = 512
+#: Characters a DBR_STRING value holds (40 and its terminator).
+DBR_STRING_LENGTH = 40
+INT16 = (-2**15, 2**15 - 1)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class PutRejected(ValueError):
     """A put that the IOC refuses; its text is what the user sees."""
 
 
-class _ReportingMixin:
-    async def write_from_dbr(self, data, *args, **kwargs):
+# ---- put checks ----------------------------------------------------------------------
+
+def wire_items(data, data_type) -> list:
+    """A put's elements as Python values: str for DBR_STRING, numbers otherwise."""
+    if native_type(data_type) == ChannelType.STRING:
+        out = []
+        for item in data:
+            if isinstance(item, bytes):
+                item = item.split(b"\0", 1)[0].decode("latin-1")
+            out.append(str(item))
+        return out
+    if isinstance(data, (bytes, bytearray)):
+        return list(data)
+    return [v.item() if hasattr(v, "item") else v for v in data]
+
+
+def _number(pv, item, what: str):
+    """A number from a put element (numbers pass, text is parsed), finite."""
+    if isinstance(item, str):
+        text = item.strip()
         try:
-            return await super().write_from_dbr(data, *args, **kwargs)
+            item = int(text, 0)
+        except ValueError:
+            try:
+                item = float(text)
+            except ValueError:
+                raise PutRejected(f"{item!r} is not {what}") from None
+    if isinstance(item, (bool, np.bool_)):
+        item = int(item)
+    if not isinstance(item, (int, float)):
+        raise PutRejected(f"{item!r} is not {what}")
+    if isinstance(item, float) and not math.isfinite(item):
+        raise PutRejected(f"{item!r} is not a finite number")
+    return item
+
+
+def _check_text(pv, value) -> str:
+    """A CHAR-waveform PV's new text: at most NELM characters."""
+    if isinstance(value, (bytes, bytearray)):
+        text = bytes(value).split(b"\0", 1)[0].decode("latin-1")
+    elif isinstance(value, str):
+        text = value.split("\0", 1)[0]
+    else:
+        items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+        if items and all(isinstance(i, str) for i in items):
+            if len(items) > 1:
+                raise PutRejected(f"{len(items)} strings for one text value")
+            return _check_text(pv, items[0])
+        raw = bytearray()
+        for item in items:
+            number = _number(pv, item, "a character code")
+            if number != int(number) or not -128 <= number <= 255:
+                raise PutRejected(f"{number!r} is not a character code (0..255)")
+            raw.append(int(number) & 0xFF)
+        text = bytes(raw).split(b"\0", 1)[0].decode("latin-1")
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise PutRejected(f"{text[:40]!r} has characters outside latin-1") from None
+    if len(text) > pv.max_length:
+        raise PutRejected(f"{len(text)} characters is more than this PV holds "
+                          f"(NELM {pv.max_length})")
+    return text
+
+
+def _check_item(pv, item):
+    """One element of a put to a non-CHAR PV, as the PV stores it."""
+    dtype = pv.data_type
+    if dtype == ChannelType.ENUM:
+        strings = pv.enum_strings
+        if isinstance(item, str) and item in strings:
+            return item
+        choices = f"0..{len(strings) - 1}: {', '.join(strings)}"
+        if isinstance(item, str) and not item.strip().lstrip("-").isdigit():
+            raise PutRejected(f"{item!r} is not one of {', '.join(strings)} (or {choices})")
+        index = _number(pv, item, "a state of this PV")
+        if index != int(index) or not 0 <= index < len(strings):
+            raise PutRejected(f"{index!r} is not a state of this PV ({choices})")
+        return strings[int(index)]
+    if dtype == ChannelType.STRING:
+        text = item if isinstance(item, str) else str(item)
+        if len(text) > DBR_STRING_LENGTH:
+            raise PutRejected(f"{len(text)} characters is more than a string PV holds "
+                              f"({DBR_STRING_LENGTH})")
+        return text
+    value = _number(pv, item, "a number")
+    if dtype in (ChannelType.LONG, ChannelType.INT):
+        lo, hi = INT32 if dtype == ChannelType.LONG else INT16
+        if not lo <= value <= hi:
+            raise PutRejected(f"{value!r} is outside the {'int32' if hi > 2**15 else 'int16'} "
+                              f"range of this PV ({lo}..{hi})")
+        value = int(value)
+    elif dtype == ChannelType.FLOAT and abs(value) > FLOAT32_MAX:
+        raise PutRejected(f"{value!r} is outside the float32 range of this PV")
+    elif dtype == ChannelType.DOUBLE:
+        value = float(value)
+    return value
+
+
+def check_value(pv, value):
+    """The value a put of `value` would store in `pv`, or PutRejected saying why
+    it does not fit: wrong type, enum index out of range, more elements than
+    NELM (CHAR text: characters), strings over 40 characters, numbers beyond
+    int32 or not finite, scalars outside the drive limits DRVL..DRVH.
+    `value` is a Python value (a str, a number, a list or array of them)."""
+    if pv.data_type == ChannelType.CHAR:
+        return _check_text(pv, value)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value)
+    else:
+        items = [value]
+    if not items:
+        raise PutRejected("an empty put carries no value")
+    if len(items) > pv.max_length:
+        raise PutRejected(f"{len(items)} elements is more than this PV holds "
+                          f"(NELM {pv.max_length})")
+    items = [_check_item(pv, v.item() if hasattr(v, "item") else v) for v in items]
+    if pv.max_length > 1:
+        if pv.data_type in (ChannelType.LONG, ChannelType.INT, ChannelType.DOUBLE,
+                            ChannelType.FLOAT):
+            return np.asarray(items, dtype=np.asarray(pv.value).dtype)
+        return items
+    item = items[0]
+    lo, hi = getattr(pv, "lower_ctrl_limit", 0), getattr(pv, "upper_ctrl_limit", 0)
+    if lo != hi and isinstance(item, (int, float)) and not lo <= item <= hi:
+        raise PutRejected(f"Cannot write data {item}. Limits are set to {lo} and {hi}.")
+    return item
+
+
+class _RecordMixin:
+    """Every PV is an EPICS record: `.RTYP` and the fields of its record type,
+    built when first asked for (record_fields), never caproto's eager ones."""
+
+    _record_state = None     # record_fields.RecordState, made on first use
+
+    def __init__(self, *args, record=None, **kwargs):
+        # the record type is read from pvspec.record (reported_record_type);
+        # caproto would build every field of that record type here
+        super().__init__(*args, record=None, **kwargs)
+
+    @property
+    def reported_record_type(self) -> str:
+        record = getattr(getattr(self, "pvspec", None), "record", None)
+        return record if isinstance(record, str) else record_fields.default_record_type(self)
+
+    @reported_record_type.setter
+    def reported_record_type(self, value) -> None:
+        """Set by caproto's __init__ ('caproto'); the record type is derived instead."""
+
+    @property
+    def fields(self) -> record_fields.FieldMap:
+        return record_fields.FieldMap(self)
+
+    @fields.setter
+    def fields(self, value) -> None:
+        """caproto's __init__ sets an empty dict; the fields are built on access."""
+
+    def get_field(self, field: str):
+        if not field or field == "VAL":
+            return self
+        return self.fields[field]
+
+    async def publish(self, flags):
+        await super().publish(flags)
+        state = self._record_state
+        if state is not None and state.subscribed:
+            await record_fields.post_following_fields(self, flags)
+
+
+class _ReportingMixin:
+    async def write_from_dbr(self, data, data_type, metadata, *, flags=0):
+        try:
+            if data_type in (ChannelType.PUT_ACKS, ChannelType.PUT_ACKT):
+                return await super().write_from_dbr(data, data_type, metadata, flags=flags)
+            if data_type in (ChannelType.STSACK_STRING, ChannelType.CLASS_NAME):
+                raise PutRejected(f"{ChannelType(data_type).name} is not a value to put")
+            if native_type(data_type) == ChannelType.CHAR and self.data_type == ChannelType.CHAR:
+                value = check_value(self, bytes(np.asarray(data, dtype=np.uint8)))
+            else:
+                value = check_value(self, wire_items(data, data_type))
+            if metadata is None:
+                return await self.write(value, flags=flags)
+            return await super().write_from_dbr(data, data_type, metadata, flags=flags)
         except Exception as ex:
             if not str(ex):
                 ex = PutRejected(self._describe_bad_value(data, ex))
@@ -36,6 +238,24 @@ class _ReportingMixin:
             if group is not None:
                 await group.put_rejected(self, ex)
             raise ex
+
+    async def write(self, value, *, flags=0, verify_value=True, **kwargs):
+        """caproto's write, except that a refused value leaves the alarm as it was
+        (see the module docstring): the check and the putter run here first."""
+        if verify_value:
+            value = self.preprocess_value(value)
+            try:
+                modified = await self.verify_value(value)
+            except SkipWrite:
+                return None
+            except BaseException:
+                self._clear_cached_alarms()
+                raise
+            if modified is SkipWrite:
+                return None
+            if modified is not None:
+                value = modified
+        return await super().write(value, flags=flags, verify_value=False, **kwargs)
 
     def _describe_bad_value(self, data, ex: Exception) -> str:
         """Text for caproto errors that carry none (e.g. a bad enum string or index)."""
@@ -103,12 +323,26 @@ class _MetadataMixin:
             self._data["lower_disp_limit"], self._data["upper_disp_limit"] = lo, hi
 
 
+class _ReadOnlyMixin:
+    """A read-only PV refuses client value puts itself, not only through its access
+    rights (an access-security policy may replace those per client)."""
+
+    async def write_from_dbr(self, data, data_type, metadata, *, flags=0):
+        if data_type in (ChannelType.PUT_ACKS, ChannelType.PUT_ACKT):
+            return await super().write_from_dbr(data, data_type, metadata, flags=flags)
+        ex = PutRejected("read-only PV")
+        group = getattr(self, "group", None)
+        if group is not None:
+            await group.put_rejected(self, ex)
+        raise ex
+
+
 def _reporting(cls):
-    return type(cls.__name__, (_ReportingMixin, _MetadataMixin, cls), {})
+    return type(cls.__name__, (_ReportingMixin, _RecordMixin, _MetadataMixin, cls), {})
 
 
 def _described(cls):
-    return type(cls.__name__, (_MetadataMixin, cls), {})
+    return type(cls.__name__, (_ReadOnlyMixin, _RecordMixin, _MetadataMixin, cls), {})
 
 
 class Xsp3Group(PVGroup):
@@ -209,6 +443,7 @@ def record_type(prop: pvproperty, rtyp: str) -> pvproperty:
     rule (pvtypes: from dtype, length and access) differs from the areaDetector
     IOC's record, e.g. ``record_type(pvproperty(...), "calc")``."""
     prop.record_type_name = rtyp
+    prop.pvspec = prop.pvspec._replace(record=rtyp)
     return prop
 
 

@@ -5,6 +5,9 @@ Which PVs persist is declared where they are defined (`setting(..., persist=...)
 The file is JSON ({PV suffix: value}), written atomically (temporary file, fsync,
 rename) off the event loop, shortly after a change; it is read once at start,
 each value going through the PV's own putter so it reaches the hardware too.
+A saved value that does not fit its PV (pvtypes.check_value: a hand-edited file,
+a PV whose range changed) is reported in the log and in det1:StatusMessage_RBV,
+named, and skipped; the rest restores (`skipped` lists them).
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import os
 import tempfile
 import threading
 from typing import Optional
+
+from .pvtypes import check_value, reason
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,8 @@ class SettingsStore:
         self._pending: Optional[asyncio.TimerHandle] = None
         self._restoring = False
         self._lock = threading.Lock()
+        #: "PV: reason" of each saved value the last restore skipped.
+        self.skipped: list = []
 
     @functools.cached_property
     def pvs(self) -> dict:
@@ -111,20 +118,34 @@ class SettingsStore:
             log.error("settings file %s unreadable, defaults kept: %s", self.path, ex)
             return 0
         pvs = self.pvs
+        saved = data.get("pvs", {}) if isinstance(data, dict) else None
+        if not isinstance(saved, dict):
+            log.error("settings file %s holds no settings, defaults kept", self.path)
+            return 0
         applied = 0
+        self.skipped = []
         self._restoring = True
         try:
-            for suffix, value in data.get("pvs", {}).items():
+            for suffix, value in saved.items():
                 pv = pvs.get(suffix)
                 if pv is None:
                     log.warning("saved setting %s is not a PV of this IOC; ignored", suffix)
                     continue
                 try:
-                    await pv.write(value)
+                    await pv.write(check_value(pv, value))
                     applied += 1
                 except Exception as ex:
-                    log.warning("saved setting %s=%r not applied: %s", suffix, value, ex)
+                    self.skipped.append(f"{suffix}: {reason(ex)}")
+                    log.warning("saved setting %s=%r skipped: %s", suffix, value, reason(ex))
         finally:
             self._restoring = False
+        if self.skipped:
+            await self._report_skipped()
         log.info("restored %d settings from %s", applied, self.path)
         return applied
+
+    async def _report_skipped(self) -> None:
+        text = f"settings skipped ({len(self.skipped)}): " + "; ".join(self.skipped)
+        status = getattr(self.root, "status", None)
+        if status is not None:
+            await status(text[:255])

@@ -1,7 +1,8 @@
 """Property-based: random values of random types into every writable PV while runs go on.
 
-The IOC must never die, readbacks must stay within their limits, and every
-rejected put must come back to the client with its reason.
+The IOC must never die, every PV put to must still answer TIME, CTRL and STRING
+reads, readbacks must stay within their limits, and every rejected put must come
+back to the client with its reason.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 import time
 
 import pytest
-from caproto import ErrorResponseReceived
+from caproto import ChannelType, ErrorResponseReceived, field_types
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from xspress3.ioc.options import IocOptions
@@ -90,6 +91,10 @@ def test_random_puts_never_kill_the_ioc(storm_ioc, target, value):
     except (TypeError, ValueError, OverflowError, RuntimeWarning):
         pass  # the client library could not encode the value for this channel type
     assert ioc.proc.poll() is None, ioc.output()[-3000:]
+    pv = ioc._pv(name, 5)       # whatever happened, the PV still answers TIME/CTRL/STRING reads
+    for kind in ("time", "control"):
+        pv.read(data_type=field_types[kind][pv.channel.native_data_type], timeout=5)
+    pv.read(data_type=ChannelType.STRING, timeout=5)
     if limits is not None:
         try:
             rbv = ioc.get(name + "_RBV", timeout=5)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -59,6 +60,39 @@ def test_unreadable_settings_file_keeps_defaults(tmp_path):
     finally:
         assert ioc.stop() == 0
     assert "unreadable" in ioc.output()
+
+
+def test_invalid_saved_values_are_skipped_and_reported(tmp_path):
+    """A value that does not fit its PV (hand-edited file, older IOC) is reported
+    by name and skipped; the rest restores and the IOC works."""
+    settings = tmp_path / "edited.json"
+    bad = {"det1:TriggerMode": 65535, "HDF1:FileName": "x" * 1000, "det1:NumImages": "many",
+           "det1:AcquireTime": float("nan"), "MCA1ROI:1:Use": -1}
+    good = {"det1:AcquirePeriod": 0.5, "MCA1ROI:1:MinX": 100, "HDF1:FilePath": str(tmp_path)}
+    settings.write_text(json.dumps({"version": 1, "pvs": {**bad, **good}}))
+    ioc = IocProcess(tmp_path, monitor=False, settings=settings).start()
+    try:
+        assert ioc.get("det1:AcquirePeriod_RBV") == pytest.approx(0.5)
+        assert ioc.get("MCA1ROI:1:MinX_RBV") == 100
+        assert ioc.get("HDF1:FilePath_RBV").rstrip("/") == str(tmp_path)
+        assert ioc.get("det1:TriggerMode_RBV") in ("Software", "Internal")
+        assert ioc.get("HDF1:FileName_RBV") != "x" * 1000
+        assert ioc.get("det1:AcquireTime_RBV") == pytest.approx(1.0)
+        assert ioc.get("MCA1ROI:1:Use_RBV") in ("No", "Yes")
+        ioc.put("det1:TriggerMode", "Internal")
+        ioc.put("det1:AcquireTime", 0.005)
+        ioc.put("det1:NumImages", 2)
+        ioc.put("det1:Acquire", 1, timeout=30)
+        assert ioc.get("det1:ArrayCounter_RBV") == 2
+    finally:
+        assert ioc.stop() == 0
+    log = ioc.output()
+    for suffix in bad:
+        assert re.search(rf"saved setting {re.escape(suffix)}=.* skipped: \S", log), \
+            (suffix, log[-3000:])
+    assert "restored 3 settings" in log, log[-3000:]
+    saved = json.loads(settings.read_text())["pvs"]   # the skipped values are not written back
+    assert saved["det1:TriggerMode"] != 65535 and saved["det1:NumImages"] != "many"
 
 
 STAGES = [   # (SDK call that fails, its code, trigger mode that reaches it)
