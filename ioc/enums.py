@@ -49,3 +49,26 @@ COMPRESSION = ("None", "N-bit", "szip", "zlib", "Blosc", "BSLZ4", "LZ4", "JPEG")
 # SCA index k of C{n}SCA:{k}:Value_RBV
 SCA_NAMES = ("ClockTicks", "ResetTicks", "ResetCounts", "AllEvent", "AllGood", "Window1",
              "Window2", "Pileup", "EventWidth", "DTFactor", "DTPercent")
+
+
+# ---- members for logic: compare these, not display strings ------------------------------
+from enum import Enum  # noqa: E402  (the string tuples above stay first, as the PVs list them)
+
+from xspress3.vocabulary import TriggerMode  # noqa: E402,F401  (det1:TriggerMode's members)
+
+
+class TsAction(str, Enum):
+    """What a TSControl put asks of the time series (values: the PV's strings)."""
+
+    ERASE_START = "Erase/Start"
+    START = "Start"
+    STOP = "Stop"
+    READ = "Read"
+    ERASE = "Erase"
+
+
+class TsMode(str, Enum):
+    """TSAcquireMode: a fixed-length series, or a circular buffer of the newest points."""
+
+    FIXED = "Fixed length"
+    CIRCULAR = "Circ. buffer"

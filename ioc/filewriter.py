@@ -114,9 +114,9 @@ class FileCapture:
         await instance.write("Capture", verify_value=False)
         await hdf.capture_rbv.write("Capturing")
         self.capturing = True
-        run = self.ioc._run
-        if run is not None:
-            await self.begin_run(self.ioc._series_start(run))
+        run = self.ioc.controller.run
+        if run is not None and run.start is not None:
+            await self.begin_run(run.start)
 
     async def begin_run(self, start: SeriesStart) -> None:
         """A run starts: open the file now if capture is armed and no file is open."""
@@ -190,7 +190,7 @@ class FileCapture:
     # ---- status -------------------------------------------------------------------------
     def _on_status_thread(self, *_args) -> None:
         """Writer thread callback: hop to the loop and refresh the PVs there."""
-        self.ioc._post_from_thread(self.post_status)
+        self.ioc.controller.post_from_thread(self.post_status)
 
     async def _post_counts(self) -> None:
         await self.hdf.num_captured.write(self.writer.frames_written)

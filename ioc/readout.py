@@ -27,6 +27,7 @@ import numpy as np
 from xspress3.driver import Scaler, Xspress3Error, compute as deadtime
 from xspress3.writers.wire import FrameBlock
 
+from .enums import TsAction
 from .rois import RoiTable, roi_stats, roi_totals
 
 log = logging.getLogger(__name__)
@@ -126,13 +127,14 @@ class TimeSeries:
         if not self.manual:
             self.acquiring = False
 
-    def control(self, action: str) -> None:
-        """TSControl: "Erase/Start", "Start" or "Stop"; a user start outlives runs."""
-        if action == "Erase/Start":
+    def control(self, action: TsAction) -> None:
+        """TSControl; a user start outlives runs (Read only posts, done by the caller)."""
+        action = TsAction(action)
+        if action in (TsAction.ERASE_START, TsAction.ERASE):
             self.erase()
-        if action in ("Erase/Start", "Start"):
+        if action in (TsAction.ERASE_START, TsAction.START):
             self.acquiring, self.manual = True, True
-        elif action == "Stop":
+        elif action is TsAction.STOP:
             self.acquiring, self.manual = False, False
 
     def _slots(self, n: int) -> tuple[np.ndarray, slice]:

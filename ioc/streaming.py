@@ -2,10 +2,21 @@
 the name and stall timeout the readout's back-pressure uses, and PV-ready stats."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from xspress3.writers.stream import StreamSender
 from xspress3.writers.wire import FrameBlock, SeriesStart
 
 from .options import IocOptions
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """The stream's counters of the open (or last) series, for the det1:Stream* PVs."""
+    receivers: int
+    frames_sent: int
+    frames_lost: int
+    lost_reason: str
 
 
 class StreamConsumer:
@@ -37,8 +48,11 @@ class StreamConsumer:
     def end_series(self, final_state: str):
         return self.sender.end_series(final_state, timeout=self.stall_timeout)
 
-    def stats(self) -> dict:
+    @property
+    def series_open(self) -> bool:
+        return bool(self.sender.series_id)
+
+    def stats(self) -> StreamStats:
         reasons = self.sender.lost_reasons
-        return {"receivers": self.sender.receivers, "frames_sent": self.sender.frames_sent,
-                "frames_lost": self.sender.frames_lost,
-                "lost_reason": "; ".join(f"{k}: {v}" for k, v in reasons.items())}
+        return StreamStats(self.sender.receivers, self.sender.frames_sent, self.sender.frames_lost,
+                           "; ".join(f"{k}: {v}" for k, v in reasons.items()))
