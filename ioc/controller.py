@@ -33,13 +33,17 @@ import xspress3
 from xspress3.driver import FrameSource, ItfgTrigMode, Xspress3, Xspress3Error, sim_controls
 from xspress3.vocabulary import (EV_PER_BIN_AT_4096, DEFAULT_BINS, INT32_MAX, NUM_SCAS,
                                  SCALER_NAMES, TriggerMode)
+from xspress3.writers.consumer import SeriesConsumer
+from xspress3.writers.monitor import MonitorServer
 from xspress3.writers.wire import SeriesStart, new_series_id, utc_now_iso
 
 from .enums import State
 from .options import IocOptions
-from .readout import FrameSummary, Readout, RunEnd, RunPlan, TimeSeries
+from .readout import FrameSummary, Outcome, Readout, RunEnd, RunPlan, TimeSeries
 from .rois import RoiTable
-from .streaming import StreamConsumer, StreamStats
+from .publisher import Out, Publisher, Rejected, TimeSeriesView
+from .filewriter import CaptureTarget, FileCapture
+from .streaming import StreamStats, make_sender, stream_stats
 
 log = logging.getLogger(__name__)
 
@@ -57,63 +61,6 @@ SDK_TRIGGER = {
 
 #: Longest a stop waits for the readout to finish the run.
 STOP_TIMEOUT_S = 10.0
-
-
-class Rejected(ValueError):
-    """A request the controller refuses; its text is what the user sees."""
-
-
-class Out(Enum):
-    """The single values the controller publishes, by meaning (the adapter knows the PVs)."""
-
-    ACQUIRING = auto()          # bool: Acquire / Acquire_RBV
-    DETECTOR_STATE = auto()     # State string, without a new status message
-    ARRAY_COUNTER = auto()      # int: ArrayCounter / ArrayCounter_RBV
-    NUM_IMAGES_COUNTER = auto() # int: frames read in the run
-    FRAME_COUNT = auto()        # int: frames the detector acquired
-    FRAMES_LOST = auto()        # int: frames lost to a detector overrun
-    ARRAY_SIZE = auto()         # (bins, channels) of the arrays the IOC produces
-    STREAM_STATS = auto()       # StreamStats
-    CONNECTED = auto()          # bool
-
-
-@dataclass(frozen=True)
-class TimeSeriesView:
-    """A consistent copy of the time series, oldest point first."""
-
-    current: int
-    acquiring: bool
-    totals: dict                  # (channel index, roi index) -> array(current)
-    sca: Optional[np.ndarray]     # (current, channels, NUM_SCAS) or None
-
-
-class Publisher(Protocol):
-    """What the controller shows; the IOC maps it to PV writes (server.PvPublisher).
-
-    Every method runs on the event loop and returns once the values are posted."""
-
-    async def publish(self, key: Out, value: Any) -> None:
-        """One value (see `Out` for the type each key takes)."""
-
-    async def status(self, message: str, state: Optional[str] = None) -> None:
-        """The status message and, if given, the detector state (a `State` string)."""
-
-    async def post_frame(self, summary: FrameSummary, rois_used: np.ndarray) -> None:
-        """The newest frame of a run: per channel its spectrum, sum, SCAs and the
-        statistics of the ROIs marked in `rois_used` (channels, NUM_ROIS) bool."""
-
-    async def post_time_series(self, view: TimeSeriesView) -> None:
-        """The time-series arrays and their current point / acquiring flags."""
-
-    async def zero_counters(self, spectra: bool) -> None:
-        """Sums, SCAs and ROI statistics back to their erased values (and the
-        spectra, if `spectra`)."""
-
-    async def detector_changed(self, driver: Optional[Xspress3]) -> None:
-        """The detector was opened or closed: describe it (None: not connected)."""
-
-    async def flush(self) -> None:
-        """Let the values posted so far reach their subscribers (end of a run)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +96,7 @@ class ActiveRun:
     settings: RunSettings
     start: Optional[SeriesStart] = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    armed: asyncio.Event = field(default_factory=asyncio.Event)   # the detector is running
     stop_requested: bool = False
     ended: Optional[RunEnd] = None
 
@@ -184,9 +132,12 @@ class RunController:
         self.rois = RoiTable.empty(self.channels, self.bins)
         self.readout = Readout(self.post_from_thread, ts_points=options.ts_points)
         self.readout.rois = self.rois
-        self.stream = StreamConsumer(options) if options.stream else None
-        self.files = None          # the file capture, attached by the IOC
-        self.monitor = None
+        self.stream = make_sender(options) if options.stream else None
+        self.files = FileCapture(options, publisher, self.post_from_thread)
+        self.monitor = MonitorServer(options.monitor) if options.monitor else None
+        #: Every consumer of a series, in the order they get each block
+        self.consumers: list[SeriesConsumer] = [
+            c for c in (self.monitor, self.stream, self.files) if c is not None]
 
     # ---- plumbing ----------------------------------------------------------------------
     async def call(self, fn: Callable, *args, **kwargs):
@@ -240,16 +191,12 @@ class RunController:
         self._events = asyncio.Queue()
         self.readout.update_period = update_period
         self.readout.start()
-        if self.files is not None:
-            self.files.start()
+        self.files.start()
         if self.stream is not None:
             self.stream.start()
-        if self.options.monitor:
-            from xspress3.writers.monitor import MonitorServer
-            self.monitor = MonitorServer(self.options.monitor)
+        if self.monitor is not None:
             self.monitor.start()
-            self.readout.monitor = self.monitor
-        self.readout.consumers = [c for c in (self.stream, self.files) if c is not None]
+        self.readout.consumers = self.consumers
         self.readout.erase(self.channels, self.bins)
         self._drain_task = asyncio.create_task(self._drain_events())
 
@@ -261,8 +208,7 @@ class RunController:
             except asyncio.TimeoutError:
                 log.error("run did not stop within %g s at shutdown", STOP_TIMEOUT_S)
         self.readout.shutdown()
-        if self.files is not None:
-            await asyncio.to_thread(self.files.close_now, "IOC shut down")
+        await asyncio.to_thread(self.files.close_now, "IOC shut down")
         if self.stream is not None:
             await asyncio.to_thread(self.stream.close)
         if self.monitor is not None:
@@ -387,7 +333,7 @@ class RunController:
         """Acquire=1: start a run and wait for its end; an error end is refused."""
         run = await self.start_run(settings)
         await run.done.wait()
-        if run.ended is not None and run.ended.outcome == "error":
+        if run.ended is not None and run.ended.outcome is Outcome.ERROR:
             raise Rejected(run.ended.message)
         return run.ended
 
@@ -440,6 +386,7 @@ class RunController:
         plan = self._plan(self._run_counter, settings)
         run = self.run = ActiveRun(plan=plan, settings=settings)
         pub = self.publisher
+        begun: list[SeriesConsumer] = []
         try:
             if settings.erase_on_start:
                 # the time series follows TSControl (see TimeSeries.run_started), not EraseOnStart
@@ -456,12 +403,9 @@ class RunController:
                 self.readout.ts.run_started()
             await pub.publish(Out.ARRAY_SIZE, (plan.num_bins, plan.channels))
             start = run.start = self.series_start(run)
-            if self.stream is not None:
-                await asyncio.to_thread(self.stream.begin_series, start)
-            if self.monitor is not None:
-                self.monitor.set_series(start)
-            if self.files is not None:
-                await self.files.begin_run(start)
+            for consumer in self.consumers:
+                await asyncio.to_thread(consumer.begin_series, start)
+                begun.append(consumer)
             self._frames_used = max(self._frames_used, min(plan.num_frames, self.driver.frames_memory))
             await asyncio.to_thread(self.readout.prepare, plan.channels, plan.num_bins)
             if run.stop_requested:
@@ -471,20 +415,21 @@ class RunController:
             else:
                 armed = True
                 await self.call(self._arm, plan, settings)
+                run.armed.set()
         except Exception as ex:
             message = str(ex).replace("\n", " ") or type(ex).__name__
             log.error("acquisition did not start: %s", message)
             self.run = None
+            run.done.set()
             await self._stop_quietly()
-            if self.stream is not None and self.stream.series_open:
-                await asyncio.to_thread(self.stream.end_series, State.ERROR)
-            if self.files is not None:
-                await self.files.end_run(State.ERROR)
+            for consumer in begun:
+                await asyncio.to_thread(consumer.end_series, State.ERROR)
+            await self.files.post_status()
             await self.status(message, State.ERROR if isinstance(ex, Xspress3Error) else State.IDLE)
             await pub.publish(Out.ACQUIRING, False)
             raise Rejected(message) from ex
         if not armed:
-            await self._finish_run(RunEnd(plan.run_id, "aborted", "stopped before arming", 0))
+            await self._finish_run(RunEnd(plan.run_id, Outcome.ABORTED, "stopped before arming", 0))
             return run
         self.readout.begin(self.driver, plan)
         if run.stop_requested:
@@ -522,6 +467,15 @@ class RunController:
         run = self.run
         if run is None or not run.settings.trigger_mode.software:
             raise Rejected("SoftTrigger needs a running acquisition in a Software trigger mode")
+        # a trigger that comes while the run is being set up waits for the detector to run
+        if not run.armed.is_set():
+            waiters = {asyncio.ensure_future(run.armed.wait()),
+                       asyncio.ensure_future(run.done.wait())}
+            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+            if not run.armed.is_set():
+                raise Rejected("the run ended before the trigger")
         await self.call(self.driver.continue_)
 
     async def _post_frame(self, s: FrameSummary) -> None:
@@ -538,22 +492,21 @@ class RunController:
             log.warning("end of an unknown run %s ignored", end.run_id)
             return
         pub = self.publisher
-        if end.outcome != "completed" or run.stop_requested:
+        if end.outcome is not Outcome.COMPLETED or run.stop_requested:
             await self._stop_quietly()
-        if end.outcome == "error":
+        if end.outcome is Outcome.ERROR:
             state, message = State.ERROR, end.message
-        elif run.stop_requested or end.outcome == "aborted":
+        elif run.stop_requested or end.outcome is Outcome.ABORTED:
             state, message = State.ABORTED, "Stopped Acquiring"
         else:
             state, message = State.IDLE, "Completed Acquisition"
         if end.lost:
             detail = "; ".join(f"{k}: {v} frames" for k, v in end.lost.items())
             message = f"{message} ({detail})"
-        if self.stream is not None:
-            await asyncio.to_thread(self.stream.end_series, state)   # sends the end message
-            await self.post_stream_stats()
-        if self.files is not None:
-            await self.files.end_run(state)
+        for consumer in self.consumers:     # the stream sends its end message here
+            await asyncio.to_thread(consumer.end_series, state)
+        await self.post_stream_stats()
+        await self.files.post_status()      # shows a capture that completed with the series
         with self.readout.lock:
             self.readout.ts.run_ended()
         await self.post_time_series()
@@ -570,12 +523,25 @@ class RunController:
     async def post_stream_stats(self) -> None:
         if self.stream is None:
             return
-        await self.publisher.publish(Out.STREAM_STATS, self.stream.stats())
+        await self.publisher.publish(Out.STREAM_STATS, stream_stats(self.stream))
 
     async def heartbeat(self) -> None:
         await self.post_stream_stats()
-        if self.files is not None:
-            await self.files.post_status()
+        await self.files.post_status()
+
+    # ---- file capture (HDF1:Capture) -------------------------------------------------------
+    async def capture(self, target: CaptureTarget) -> None:
+        """Capture=1: arm the file; it opens with the next series (or now, in a run).
+        Returns when the capture has ended."""
+        await self.files.arm(target)
+        run = self.run
+        if run is not None and run.start is not None:
+            await asyncio.to_thread(self.files.begin_series, run.start)
+        await self.files.wait()
+
+    async def stop_capture(self) -> None:
+        """Capture=0: close the file now."""
+        await self.files.stop("Capture stopped")
 
     async def erase(self) -> None:
         if self.run is not None:

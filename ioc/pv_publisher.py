@@ -15,7 +15,7 @@ from xspress3.driver import Xspress3
 from xspress3.vocabulary import NUM_ROIS, NUM_SCAS, Sca
 
 from . import enums
-from .controller import Out, TimeSeriesView
+from .publisher import Out, TimeSeriesView
 from .readout import FrameSummary
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class PvPublisher:
 
     # ---- single values -----------------------------------------------------------------
     async def publish(self, key: Out, value: Any) -> None:
-        det = self.ioc.det
+        det, hdf = self.ioc.det, self.ioc.hdf
         if key is Out.ACQUIRING:
             if value:
                 await det.acquire.write(enums.ACQUIRE[1], verify_value=False)
@@ -60,6 +60,31 @@ class PvPublisher:
             await det.stream_lost_reason.write(value.lost_reason[:255])
         elif key is Out.CONNECTED:
             await det.connected.write(enums.CONNECTED[1 if value else 0])
+        elif key is Out.CAPTURING:
+            if value:
+                await hdf.capture.write(enums.CAPTURE[1], verify_value=False)
+                await hdf.capture_rbv.write(enums.CAPTURE_RBV[1])
+            else:
+                await hdf.capture_rbv.write(enums.CAPTURE_RBV[0])
+                await hdf.capture.write(enums.CAPTURE[0], verify_value=False)
+        elif key is Out.FILE_WRITING:
+            await hdf.write_file_rbv.write(enums.WRITE_FILE_RBV[bool(value)])
+        elif key is Out.FILE_NAME:
+            await hdf.full_file_name.write(value)
+        elif key is Out.FILE_NUMBER:
+            await hdf.file_number.write(value, verify_value=False)
+            await hdf.file_number_rbv.write(value)
+            self.ioc.setting_changed()
+        elif key is Out.FILE_PATH_EXISTS:
+            await hdf.file_path_exists.write(enums.NO_YES[bool(value)])
+        elif key is Out.FILE_COUNTS:
+            written, dropped = value
+            await hdf.num_captured.write(written)
+            await hdf.frames_dropped.write(dropped)
+        elif key is Out.WRITE_STATUS:
+            ok, message = value
+            await hdf.write_status.write(0 if ok else 1)
+            await hdf.write_message.write(message[:255])
         else:
             raise KeyError(key)
 

@@ -20,11 +20,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from enum import Enum
+from typing import Callable, Optional
 
 import numpy as np
 
 from xspress3.driver import Scaler, Xspress3Error, compute as deadtime
+from xspress3.writers.consumer import SeriesConsumer
 from xspress3.writers.wire import FrameBlock
 
 from .enums import TsAction
@@ -36,14 +38,6 @@ MAX_BLOCK_BYTES = 8 << 20     # a block holds at most this much spectrum data
 MAX_BLOCK_FRAMES = 1024
 CIRCULAR_HIGH_WATER = 0.75
 ALL_GOOD = int(Scaler.ALL_GOOD)    # fraction of frame memory unread before consumers lose frames
-
-
-class Consumer(Protocol):
-    name: str
-    stall_timeout: float
-
-    def offer(self, block: FrameBlock, timeout: float = 0.0) -> bool: ...
-    def count_lost(self, frames: int, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -78,10 +72,17 @@ class FrameSummary:
     ts_point: int = 0
 
 
+class Outcome(str, Enum):
+    """How a run ended."""
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    ERROR = "error"
+
+
 @dataclass
 class RunEnd:
     run_id: int
-    outcome: str                 # "completed" | "aborted" | "error"
+    outcome: Outcome
     message: str
     frames_read: int
     lost: dict = field(default_factory=dict)
@@ -270,14 +271,13 @@ class Readout(threading.Thread):
     """Owns the read side of the detector during runs (see module docstring)."""
 
     def __init__(self, publish: Callable[[object], None], ts_points: int,
-                 consumers: Optional[list] = None, poll_s: float = 0.002):
+                 consumers: Optional[list[SeriesConsumer]] = None, poll_s: float = 0.002):
         super().__init__(name="xsp3-readout", daemon=True)
         self._publish = publish
         self._plans: queue.Queue = queue.Queue()
         self._stop_run = threading.Event()
         self._shutdown = threading.Event()
-        self.consumers: list = list(consumers or [])
-        self.monitor = None            # object with update(block); latest frame on request
+        self.consumers: list[SeriesConsumer] = list(consumers or [])
         self.poll_s = poll_s
         self.update_period = 0.1
         self.rois = RoiTable.empty(1)
@@ -324,7 +324,7 @@ class Readout(threading.Thread):
                 end = self._run(driver, plan)
             except Exception as ex:  # report, never die: the IOC must keep running
                 log.exception("readout failed")
-                end = RunEnd(plan.run_id, "error", f"readout failed: {ex}", 0)
+                end = RunEnd(plan.run_id, Outcome.ERROR, f"readout failed: {ex}", 0)
             self._publish(end)
 
     def _run(self, driver, plan: RunPlan) -> RunEnd:
@@ -338,16 +338,16 @@ class Readout(threading.Thread):
             if self.sums is None or self.sums.shape != (plan.channels, plan.full_bins):
                 self.sums = np.zeros((plan.channels, plan.full_bins), dtype=np.uint64)
                 self.sca_sums = np.zeros((plan.channels, 11))
-        outcome, message = "completed", ""
+        outcome, message = Outcome.COMPLETED, ""
         while True:
             try:
                 progress = driver.progress()
             except Xspress3Error as ex:
-                outcome, message = "error", str(ex)
+                outcome, message = Outcome.ERROR, str(ex)
                 break
             acquired = progress.frames
             if progress.overrun:
-                outcome = "error"
+                outcome = Outcome.ERROR
                 message = (f"frame memory overrun after {acquired} frames: the readout fell "
                            f"more than {plan.memory} frames behind")
                 lost["detector overrun"] = max(0, plan.num_frames - read)
@@ -358,11 +358,11 @@ class Readout(threading.Thread):
                 try:
                     block = self._read_block(driver, plan, read, n, shape)
                 except Xspress3Error as ex:
-                    outcome, message = "error", str(ex)
+                    outcome, message = Outcome.ERROR, str(ex)
                     break
                 read += n
                 self._account(plan, block)
-                self._deliver(driver, plan, block, read, lost)
+                self._deliver(driver, plan, block, read)
                 latest = block
                 now = time.monotonic()
                 if now - last_post >= self.update_period:
@@ -372,29 +372,32 @@ class Readout(threading.Thread):
             if read >= plan.num_frames:
                 break
             if self._stop_run.is_set():
-                outcome, message = "aborted", "stopped"
+                outcome, message = Outcome.ABORTED, "stopped"
                 try:
                     if not driver.is_busy() and driver.progress().frames <= read:
                         break
                 except Xspress3Error as ex:
-                    outcome, message = "error", str(ex)
+                    outcome, message = Outcome.ERROR, str(ex)
                     break
             elif not self._busy(driver):
                 # the detector ended the run by itself with frames missing
                 try:
                     final = driver.progress()
                 except Xspress3Error as ex:
-                    outcome, message = "error", str(ex)
+                    outcome, message = Outcome.ERROR, str(ex)
                     break
                 if final.frames <= read:
                     if final.overrun:
                         continue
-                    outcome = "error"
+                    outcome = Outcome.ERROR
                     message = f"detector stopped after {read} of {plan.num_frames} frames"
                     break
             time.sleep(self.poll_s)
         if latest is not None:
             self._publish(self._summary(plan, latest, read, acquired))
+        for consumer in self.consumers:
+            for reason, frames in consumer.losses().items():
+                lost[f"{consumer.name}: {reason}"] = frames
         return RunEnd(plan.run_id, outcome, message, read, lost)
 
     @staticmethod
@@ -434,9 +437,7 @@ class Readout(threading.Thread):
             if self.ts.acquiring:
                 self.ts.append(roi_totals(self.rois, block.spectra, plan.first_bin), sca)
 
-    def _deliver(self, driver, plan: RunPlan, block: FrameBlock, read: int, lost: dict) -> None:
-        if self.monitor is not None:
-            self.monitor.update(block)
+    def _deliver(self, driver, plan: RunPlan, block: FrameBlock, read: int) -> None:
         for consumer in self.consumers:
             if consumer.offer(block, 0.0):
                 continue
@@ -457,9 +458,7 @@ class Readout(threading.Thread):
                     if unread > CIRCULAR_HIGH_WATER * plan.memory:
                         reason = f"{consumer.name} too slow: detector memory nearly full"
                 if reason:
-                    consumer.count_lost(block.count, reason)
-                    key = f"{consumer.name}: {reason}"
-                    lost[key] = lost.get(key, 0) + block.count
+                    consumer.count_lost(block.count, reason)   # the consumer counts them
                     log.warning("%d frames not delivered to %s: %s", block.count, consumer.name, reason)
                     break
 

@@ -34,7 +34,7 @@ from .controller import (DRIVER_VERSION, ChannelSdkSettings, RunController, RunS
                          detector_model)
 from .detector_pvs import DetectorPVs
 from .file_pvs import FilePVs
-from .filewriter import FileCapture
+from .filewriter import CaptureTarget, FileCapture, check_compression, writable_dir
 from .options import IocOptions
 from .pv_publisher import PvPublisher
 from .pvtypes import PutRejected, Xsp3Group, reason
@@ -66,7 +66,6 @@ class IocBase(Xsp3Group):
         self.bins = options.bins
         self.controller = RunController(options, PvPublisher(self), driver=driver,
                                         driver_error=driver_error)
-        self.controller.files = FileCapture(self, options)
         self.settings = SettingsStore(options.settings_file, self)
         self.ca_context = None          # the caproto server Context, set by main.serve
         self._started = time.time()
@@ -183,6 +182,7 @@ class IocBase(Xsp3Group):
                                   "(set CircularBuffer to Yes for longer runs)")
             await self.hdf.num_capture.write(value, verify_value=False)
             await self.hdf.num_capture_rbv.write(value)
+            self.files.num_capture = int(value)
         elif attr == "circular_buffer":
             memory = c.frames_memory
             circular = value == YES
@@ -388,10 +388,34 @@ class IocBase(Xsp3Group):
 
     # ---- file writing ----------------------------------------------------------------
     async def file_setting(self, attr: str, value: Any) -> Any:
-        return await self.files.setting(attr, value)
+        files = self.files
+        if attr == "compression":
+            check_compression(value)
+        if attr in ("file_path", "file_name", "file_template", "compression") and files.capturing:
+            raise PutRejected(f"cannot change {attr} while capturing")
+        if attr == "file_path":
+            await self.hdf.file_path_exists.write(enums.NO_YES[writable_dir(value)])
+        elif attr == "enable_callbacks":
+            files.enabled = value == enums.DISABLE_ENABLE[1]
+        elif attr == "num_capture":
+            files.num_capture = int(value)
+        return value
+
+    def capture_target(self) -> CaptureTarget:
+        hdf = self.hdf
+        return CaptureTarget(
+            directory=hdf.file_path_rbv.value, template=hdf.file_template_rbv.value,
+            name=hdf.file_name_rbv.value, number=int(hdf.file_number_rbv.value),
+            create_directory=int(hdf.create_directory_rbv.value) != 0,
+            auto_increment=hdf.auto_increment_rbv.value == YES,
+            compression=hdf.compression_rbv.value)
 
     async def capture_put(self, instance, value) -> Any:
-        return await self.files.capture_put(instance, value)
+        if value in (enums.CAPTURE[1], 1):
+            await self.controller.capture(self.capture_target())
+        else:
+            await self.controller.stop_capture()
+        return enums.CAPTURE[0]
 
     # ---- periodic status ---------------------------------------------------------------
     async def heartbeat(self) -> None:

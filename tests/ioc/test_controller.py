@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,10 @@ import pytest
 from xspress3.driver import ErrorCode
 from xspress3.ioc.controller import Out, Rejected, RunController, RunSettings
 from xspress3.ioc.enums import State, TsAction
+from xspress3.ioc.filewriter import CaptureTarget, FileCapture
 from xspress3.ioc.options import IocOptions
 from xspress3.vocabulary import TriggerMode
+from xspress3.writers.wire import FrameBlock, SeriesStart
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -247,3 +250,162 @@ def test_the_controller_imports_no_caproto():
                 assert "caproto" not in (node.module or "") and node.module != "pvtypes", name
             elif isinstance(node, ast.Import):
                 assert not any("caproto" in a.name for a in node.names), name
+
+
+# ---- file capture ----------------------------------------------------------------------
+
+def capture_target(directory, name="cap", number=0, **kw) -> CaptureTarget:
+    base = dict(directory=str(directory), template="%s%s_%6.6d.h5", name=name, number=number,
+                create_directory=False, auto_increment=True, compression="None")
+    base.update(kw)
+    return CaptureTarget(**base)
+
+
+def test_capture_opens_with_the_run_and_closes_at_num_capture(xsp3, sim_library, tmp_path):
+    async def body():
+        async with controller(xsp3, sim_library) as (c, pub):
+            c.files.num_capture = 10
+            capture = asyncio.create_task(c.capture(capture_target(tmp_path, number=7)))
+            while not c.files.capturing:
+                await asyncio.sleep(0.005)
+            await c.acquire(settings(frames=10))
+            await asyncio.wait_for(capture, 10)
+            return c, pub
+
+    c, pub = run(body())
+    path = tmp_path / "cap_000007.h5"
+    assert path.exists() and not c.files.capturing and not c.files.writer.is_open
+    assert pub.values[Out.FILE_NAME] == str(path)
+    assert pub.values[Out.FILE_NUMBER] == 8
+    assert pub.values[Out.FILE_COUNTS] == (10, 0)
+    assert pub.values[Out.WRITE_STATUS] == (True, f"Capture complete: {path}")
+    assert pub.index(("publish", Out.CAPTURING, True)) < pub.index(("publish", Out.FILE_WRITING, True))
+    assert pub.calls.index(("publish", Out.CAPTURING, False)) > pub.index(("publish", Out.FILE_WRITING, True))
+
+
+def test_capture_refuses_a_missing_directory_and_an_existing_file(xsp3, sim_library, tmp_path):
+    async def body():
+        async with controller(xsp3, sim_library) as (c, pub):
+            with pytest.raises(Rejected, match="does not exist"):
+                await c.capture(capture_target(tmp_path / "missing"))
+            (tmp_path / "cap_000003.h5").write_bytes(b"")
+            with pytest.raises(Rejected, match="already exists"):
+                await c.capture(capture_target(tmp_path, number=3))
+            return c, pub
+
+    c, pub = run(body())
+    assert not c.files.capturing
+    assert pub.values[Out.WRITE_STATUS][0] is False
+
+
+def test_capture_stop_during_a_run_keeps_the_run_going(xsp3, sim_library, tmp_path):
+    async def body():
+        async with controller(xsp3, sim_library) as (c, pub):
+            c.files.num_capture = 0
+            capture = asyncio.create_task(c.capture(capture_target(tmp_path)))
+            while not c.files.capturing:
+                await asyncio.sleep(0.005)
+            task = asyncio.create_task(c.acquire(settings(frames=40, exposure=0.01)))
+            while len(pub.frames) < 3:
+                await asyncio.sleep(0.005)
+            await c.stop_capture()
+            await capture
+            return await task, pub
+
+    end, pub = run(body())
+    assert end.outcome == "completed" and end.frames_read == 40
+    written, dropped = pub.values[Out.FILE_COUNTS]
+    assert 0 < written < 40 and dropped == 0
+
+
+def _block(first: int, n: int = 4) -> FrameBlock:
+    return FrameBlock(first_frame=first, spectra=np.ones((n, 1, 8), np.uint32),
+                      scalers=np.ones((n, 1, 9), np.uint32), dtfactor=np.ones((n, 1)),
+                      dtpercent=np.zeros((n, 1)))
+
+
+def test_offers_racing_a_capture_close_never_fail(tmp_path):
+    """The readout thread offers while Capture=0 closes the file: an offer must find
+    the file open and be taken, or find it closed and be ignored, never reach a
+    closed writer (which raises and would fail the run as "readout failed")."""
+    start = SeriesStart(series_id="race", channels=1, bins=8, full_bins=8)
+
+    async def body():
+        pub = RecordingPublisher()
+        loop = asyncio.get_running_loop()
+        files = FileCapture(IocOptions(file_stall_timeout=5.0, file_queue_frames=16), pub,
+                            lambda fn: loop.call_soon_threadsafe(lambda: loop.create_task(fn())))
+        files.num_capture = 0
+        files.start()
+        errors: list = []
+        offered = [0]
+        try:
+            for i in range(60):
+                await files.arm(capture_target(tmp_path, number=i))
+                await asyncio.to_thread(files.begin_series, start)
+                stop = threading.Event()
+
+                def offer_until_stopped():
+                    try:
+                        while not stop.is_set():
+                            assert files.offer(_block(offered[0]), 0.01)
+                            offered[0] += 4
+                    except Exception as ex:   # the race: reported below
+                        errors.append(ex)
+
+                thread = threading.Thread(target=offer_until_stopped)
+                thread.start()
+                await asyncio.sleep(0.001 * (i % 3))
+                await files.stop("Capture stopped")
+                stop.set()
+                thread.join()
+                assert not errors, f"iteration {i}: {errors[0]!r}"
+        finally:
+            await asyncio.to_thread(files.close_now, "test over")
+        return offered[0]
+
+    assert run(body(), timeout=120) > 0
+
+
+class StallingConsumer:
+    """A consumer that never takes a block: every frame must be counted lost, once."""
+
+    name = "slow sink"
+    stall_timeout = 0.02
+
+    def __init__(self):
+        self.counted: dict = {}
+        self.series: list = []
+
+    def begin_series(self, start):
+        self.series.append(("begin", start.series_id))
+        self.counted = {}
+
+    def offer(self, block, timeout=0.0):
+        return False
+
+    def count_lost(self, frames, reason):
+        self.counted[reason] = self.counted.get(reason, 0) + frames
+
+    def losses(self):
+        return dict(self.counted)
+
+    def end_series(self, final_state):
+        self.series.append(("end", final_state))
+
+
+def test_frames_a_consumer_refuses_are_counted_once_and_reported(xsp3, sim_library):
+    sink = StallingConsumer()
+
+    async def body():
+        async with controller(xsp3, sim_library) as (c, pub):
+            c.consumers.append(sink)
+            end = await c.acquire(settings(frames=6, exposure=0.01))
+            return end, pub
+
+    end, pub = run(body())
+    reason = "slow sink stalled for 0.02 s"
+    assert sink.counted == {reason: 6}
+    assert end.lost == {f"slow sink: {reason}": 6}
+    assert pub.statuses[-1] == (f"Completed Acquisition (slow sink: {reason}: 6 frames)", State.IDLE)
+    assert [kind for kind, _ in sink.series] == ["begin", "end"]
