@@ -72,3 +72,29 @@ class TsMode(str, Enum):
 
     FIXED = "Fixed length"
     CIRCULAR = "Circ. buffer"
+
+
+class NoYes(str, Enum):
+    NO = "No"
+    YES = "Yes"
+
+
+class DisableEnable(str, Enum):
+    """A setpoint's Disable/Enable (e.g. CTRL_DTC, EnableCallbacks)."""
+
+    DISABLE = "Disable"
+    ENABLE = "Enable"
+
+
+class DisabledEnabled(str, Enum):
+    """A readback's Disabled/Enabled (e.g. CTRL_DTC_RBV)."""
+
+    DISABLED = "Disabled"
+    ENABLED = "Enabled"
+
+
+class DataType(str, Enum):
+    """The NDArray data types the IOC produces (DataType_RBV)."""
+
+    UINT32 = "UInt32"      # raw counts
+    FLOAT64 = "Float64"    # deadtime-corrected (CTRL_DTC)

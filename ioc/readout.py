@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from xspress3.driver import Scaler, Xspress3Error, compute as deadtime
+from xspress3.vocabulary import NUM_SCALERS, NUM_SCAS, SCA_SCALERS, Sca
 from xspress3.writers.consumer import SeriesConsumer
 from xspress3.writers.wire import FrameBlock
 
@@ -36,8 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_BLOCK_BYTES = 8 << 20     # a block holds at most this much spectrum data
 MAX_BLOCK_FRAMES = 1024
-CIRCULAR_HIGH_WATER = 0.75
-ALL_GOOD = int(Scaler.ALL_GOOD)    # fraction of frame memory unread before consumers lose frames
+CIRCULAR_HIGH_WATER = 0.75    # fraction of frame memory unread before consumers lose frames
+ALL_GOOD = int(Scaler.ALL_GOOD)
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,10 @@ class FrameSummary:
     frames_acquired: int
     frame_number: int
     spectra: np.ndarray          # (ch, full_bins) float64, zeros outside the recorded range
-    sca: np.ndarray              # (ch, 11) float64: 8 scalers, EventWidth, DTFactor, DTPercent
+    sca: np.ndarray              # (ch, NUM_SCAS) float64: vocabulary.Sca columns
     rois: np.ndarray             # (ch, 48, 5): total, net, min, max, mean
     sums: Optional[np.ndarray]   # (ch, full_bins) float64
-    sca_sums: Optional[np.ndarray] = None   # (ch, 11) float64, since the last erase
+    sca_sums: Optional[np.ndarray] = None   # (ch, NUM_SCAS) float64, since the last erase
     ts_point: int = 0
 
 
@@ -91,7 +92,7 @@ class RunEnd:
 @dataclass
 class TimeSeries:
     """Per-frame values of the frames recorded while the time series runs: the
-    totals of the used ROIs (MCA{n}ROI:{r}:TSTotal) and the 11 SCA values of every
+    totals of the used ROIs (MCA{n}ROI:{r}:TSTotal) and the SCA values (vocabulary.Sca) of every
     channel (C{n}SCA:{k}:TSArrayValue, C{n}SCA:TS:{k}:TimeSeries).
 
     One series serves all of them, so they always cover the same frames. In
@@ -104,7 +105,7 @@ class TimeSeries:
     manual: bool = False
     circular: bool = False
     data: dict = field(default_factory=dict)   # (channel index, roi index) -> array(points)
-    sca: Optional[np.ndarray] = None           # (points, channels, 11)
+    sca: Optional[np.ndarray] = None           # (points, channels, NUM_SCAS)
 
     @property
     def current(self) -> int:
@@ -147,7 +148,7 @@ class TimeSeries:
         return (self.written + n - keep + np.arange(keep)) % self.points, slice(n - keep, n)
 
     def append(self, totals: dict, sca: np.ndarray) -> None:
-        """totals: (ch, r) -> array of n frame totals; sca: (n, channels, 11)."""
+        """totals: (ch, r) -> array of n frame totals; sca: (n, channels, NUM_SCAS)."""
         if not self.acquiring:
             return
         n = sca.shape[0]
@@ -174,16 +175,16 @@ class TimeSeries:
 
 def sca_values(scalers: np.ndarray, dtfactor: np.ndarray, dtpercent: np.ndarray,
                event_width: np.ndarray) -> np.ndarray:
-    """The 11 values of C{n}SCA:{k}: 8 scalers, EventWidth, DTFactor, DTPercent.
+    """The values of C{n}SCA:{k} (vocabulary.Sca): scalers, EventWidth, DTFactor, DTPercent.
 
-    scalers (..., channels, 9) with dtfactor/dtpercent (..., channels): one frame
-    or a block of them; returns (..., channels, 11) float64.
+    scalers (..., channels, NUM_SCALERS) with dtfactor/dtpercent (..., channels): one frame
+    or a block of them; returns (..., channels, NUM_SCAS) float64.
     """
-    out = np.empty(dtfactor.shape + (11,))
-    out[..., :8] = scalers[..., :8]
-    out[..., 8] = event_width
-    out[..., 9] = dtfactor
-    out[..., 10] = dtpercent
+    out = np.empty(dtfactor.shape + (NUM_SCAS,))
+    out[..., :SCA_SCALERS] = scalers[..., :SCA_SCALERS]
+    out[..., Sca.EVENT_WIDTH] = event_width
+    out[..., Sca.DT_FACTOR] = dtfactor
+    out[..., Sca.DT_PERCENT] = dtpercent
     return out
 
 
@@ -283,7 +284,7 @@ class Readout(threading.Thread):
         self.rois = RoiTable.empty(1)
         self.lock = threading.Lock()   # guards sums and time series against erase
         self.sums: Optional[np.ndarray] = None
-        self.sca_sums: Optional[np.ndarray] = None   # (ch, 11): SCA values summed over frames
+        self.sca_sums: Optional[np.ndarray] = None   # (ch, NUM_SCAS): SCA values summed over frames
         self.ts = TimeSeries(ts_points)
         self.buffers = SpectrumBuffers()
 
@@ -309,7 +310,7 @@ class Readout(threading.Thread):
     def erase(self, channels: int, full_bins: int, time_series: bool = True) -> None:
         with self.lock:
             self.sums = np.zeros((channels, full_bins), dtype=np.uint64)
-            self.sca_sums = np.zeros((channels, 11))
+            self.sca_sums = np.zeros((channels, NUM_SCAS))
             if time_series:
                 self.ts.erase()
 
@@ -337,7 +338,7 @@ class Readout(threading.Thread):
         with self.lock:
             if self.sums is None or self.sums.shape != (plan.channels, plan.full_bins):
                 self.sums = np.zeros((plan.channels, plan.full_bins), dtype=np.uint64)
-                self.sca_sums = np.zeros((plan.channels, 11))
+                self.sca_sums = np.zeros((plan.channels, NUM_SCAS))
         outcome, message = Outcome.COMPLETED, ""
         while True:
             try:
@@ -409,7 +410,7 @@ class Readout(threading.Thread):
 
     def _read_block(self, driver, plan: RunPlan, first: int, n: int, shape: tuple) -> FrameBlock:
         spectra = self.buffers.take(n, shape)
-        scalers = np.empty((n, plan.channels, 9), dtype=np.uint32)
+        scalers = np.empty((n, plan.channels, NUM_SCALERS), dtype=np.uint32)
         driver.read_spectra(spectra, first, first_bin=plan.first_bin)
         driver.read_scalers(scalers, first)
         if plan.circular:

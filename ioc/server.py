@@ -28,7 +28,7 @@ from xspress3.driver import Xspress3
 from xspress3.vocabulary import NUM_SCAS, TriggerMode
 
 from . import enums
-from .enums import TsAction, TsMode
+from .enums import DataType, DisabledEnabled, DisableEnable, NoYes, TsAction, TsMode
 from .channel_pvs import channel_group
 from .controller import (DRIVER_VERSION, ChannelSdkSettings, RunController, RunSettings,
                          detector_model)
@@ -50,9 +50,6 @@ FIXED_DURING_RUN = {"acquire_time", "num_images", "trigger_mode", "record_min_x"
                     "circular_buffer", "ctrl_dtc", "invert_f0", "invert_veto", "debounce",
                     "run_flags", "num_channels"}
 
-YES = enums.NO_YES[1]
-#: DataType_RBV without and with deadtime correction (CtrlDTC)
-DATA_TYPE_RAW, DATA_TYPE_DTC = "UInt32", "Float64"
 
 
 class IocBase(Xsp3Group):
@@ -129,7 +126,7 @@ class IocBase(Xsp3Group):
             await det.max_frames.write(d.frames_memory)
             await det.num_frames_config_rbv.write(d.frames_memory)
             await det.max_frames_driver.write(
-                self.controller.max_frames(det.circular_buffer.value == YES))
+                self.controller.max_frames(det.circular_buffer.value == NoYes.YES))
         await det.max_spectra_rbv.write(self.bins)
         # as the areaDetector Xspress3 database: DataType_RBV is disabled (ophyd reads .DISA)
         await det.data_type_rbv.fields["DISA"].write(1)
@@ -177,7 +174,7 @@ class IocBase(Xsp3Group):
             raise PutRejected(f"cannot change {attr} while acquiring")
         if attr == "num_images":
             memory = c.frames_memory
-            if value > memory and det.circular_buffer_rbv.value != YES:
+            if value > memory and det.circular_buffer_rbv.value != NoYes.YES:
                 raise PutRejected(f"NumImages {value} exceeds frame memory {memory} "
                                   "(set CircularBuffer to Yes for longer runs)")
             await self.hdf.num_capture.write(value, verify_value=False)
@@ -185,7 +182,7 @@ class IocBase(Xsp3Group):
             self.files.num_capture = int(value)
         elif attr == "circular_buffer":
             memory = c.frames_memory
-            circular = value == YES
+            circular = value == NoYes.YES
             if not circular and int(det.num_images_rbv.value) > memory:
                 raise PutRejected(f"NumImages is above frame memory {memory}; lower it first")
             await det.max_frames_driver.write(c.max_frames(circular))
@@ -201,11 +198,11 @@ class IocBase(Xsp3Group):
             first = int(det.record_min_x_rbv.value)
             return max(1, min(int(value), self.bins - first))
         elif attr == "ctrl_dtc":
-            enabled = value == enums.DISABLE_ENABLE[1]
-            data_type = DATA_TYPE_DTC if enabled else DATA_TYPE_RAW
+            enabled = value == DisableEnable.ENABLE
+            data_type = (DataType.FLOAT64 if enabled else DataType.UINT32).value
             await det.data_type_rbv.write(data_type)
             await self.hdf.data_type_rbv.write(data_type)
-            return enums.DISABLED_ENABLED[enabled]
+            return (DisabledEnabled.ENABLED if enabled else DisabledEnabled.DISABLED).value
         elif attr == "data_type":
             return det.data_type_rbv.value
         elif attr == "color_mode":
@@ -229,14 +226,14 @@ class IocBase(Xsp3Group):
         return RunSettings(
             trigger_mode=TriggerMode(det.trigger_mode_rbv.value),
             num_images=int(det.num_images_rbv.value),
-            circular_allowed=det.circular_buffer_rbv.value == YES,
+            circular_allowed=det.circular_buffer_rbv.value == NoYes.YES,
             channels=channels, first_bin=first_bin, num_bins=size,
             event_width=tuple(float(ch.event_width_rbv.value) for ch in self.channels[:channels]),
-            dtc=det.ctrl_dtc_rbv.value == enums.DISABLED_ENABLED[1],
+            dtc=det.ctrl_dtc_rbv.value == DisabledEnabled.ENABLED,
             exposure=float(det.acquire_time_rbv.value),
             invert_f0=bool(det.invert_f0_rbv.value), invert_veto=bool(det.invert_veto_rbv.value),
             debounce=int(det.debounce_rbv.value),
-            erase_on_start=det.erase_on_start.value == YES)
+            erase_on_start=det.erase_on_start.value == NoYes.YES)
 
     # ---- acquisition (det1:Acquire, SoftTrigger, ERASE, UPDATE) ------------------------
     async def acquire_put(self, instance, value) -> str:
@@ -316,7 +313,7 @@ class IocBase(Xsp3Group):
 
     async def roi_setting(self, roi, attr: str, value: Any) -> Any:
         lo, size = int(roi.min_x_rbv.value), int(roi.size_x_rbv.value)
-        use, bgd = roi.use_rbv.value == YES, int(roi.bgd_width_rbv.value)
+        use, bgd = roi.use_rbv.value == NoYes.YES, int(roi.bgd_width_rbv.value)
         if attr == "min_x":
             lo = int(value)
             if lo >= self.bins:
@@ -326,7 +323,7 @@ class IocBase(Xsp3Group):
         elif attr == "size_x":
             size = value = min(int(value), self.bins - lo)
         elif attr == "use":
-            use = value == YES
+            use = value == NoYes.YES
         elif attr == "bgd_width":
             bgd = int(value)
         self.controller.set_roi(roi.channel - 1, roi.index - 1, lo=lo, hi=lo + size, use=use, bgd=bgd)
@@ -396,7 +393,7 @@ class IocBase(Xsp3Group):
         if attr == "file_path":
             await self.hdf.file_path_exists.write(enums.NO_YES[writable_dir(value)])
         elif attr == "enable_callbacks":
-            files.enabled = value == enums.DISABLE_ENABLE[1]
+            files.enabled = value == DisableEnable.ENABLE
         elif attr == "num_capture":
             files.num_capture = int(value)
         return value
@@ -407,7 +404,7 @@ class IocBase(Xsp3Group):
             directory=hdf.file_path_rbv.value, template=hdf.file_template_rbv.value,
             name=hdf.file_name_rbv.value, number=int(hdf.file_number_rbv.value),
             create_directory=int(hdf.create_directory_rbv.value) != 0,
-            auto_increment=hdf.auto_increment_rbv.value == YES,
+            auto_increment=hdf.auto_increment_rbv.value == NoYes.YES,
             compression=hdf.compression_rbv.value)
 
     async def capture_put(self, instance, value) -> Any:

@@ -58,6 +58,27 @@ class Sca(int, Enum):
 NUM_SCAS = len(Sca)
 #: The scalers copied into the SCA columns (the first eight).
 SCA_SCALERS = int(Sca.EVENT_WIDTH)
+#: Names of the SCA columns as areaDetector labels them (C{n}SCA:{k}, NDAttributes).
+SCA_LABELS: tuple[str, ...] = ("ClockTicks", "ResetTicks", "ResetCounts", "AllEvent", "AllGood",
+                               "Window1", "Window2", "Pileup", "EventWidth", "DTFactor", "DTPercent")
+
+
+class Compression(str, Enum):
+    """HDF1:Compression; the values are the PV's strings (areaDetector's), in its order."""
+
+    NONE = "None"
+    N_BIT = "N-bit"
+    SZIP = "szip"
+    ZLIB = "zlib"
+    BLOSC = "Blosc"
+    BSLZ4 = "BSLZ4"
+    LZ4 = "LZ4"
+    JPEG = "JPEG"
+
+
+#: The compressions the HDF5 writer supports (the others are refused).
+SUPPORTED_COMPRESSIONS: tuple[Compression, ...] = (
+    Compression.NONE, Compression.ZLIB, Compression.LZ4, Compression.BSLZ4, Compression.BLOSC)
 
 
 class TriggerMode(str, Enum):
