@@ -22,16 +22,14 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import os
 from dataclasses import dataclass, field
-from enum import Enum, auto
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 import xspress3
 from xspress3.driver import FrameSource, ItfgTrigMode, Xspress3, Xspress3Error, sim_controls
-from xspress3.vocabulary import (EV_PER_BIN_AT_4096, DEFAULT_BINS, INT32_MAX, NUM_SCAS,
+from xspress3.vocabulary import (EV_PER_BIN_AT_4096, DEFAULT_BINS, INT32_MAX,
                                  SCALER_NAMES, TriggerMode)
 from xspress3.writers.consumer import SeriesConsumer
 from xspress3.writers.monitor import MonitorServer
@@ -403,9 +401,7 @@ class RunController:
                 self.readout.ts.run_started()
             await pub.publish(Out.ARRAY_SIZE, (plan.num_bins, plan.channels))
             start = run.start = self.series_start(run)
-            for consumer in self.consumers:
-                await asyncio.to_thread(consumer.begin_series, start)
-                begun.append(consumer)
+            await asyncio.to_thread(self._begin_series, start, begun)
             self._frames_used = max(self._frames_used, min(plan.num_frames, self.driver.frames_memory))
             await asyncio.to_thread(self.readout.prepare, plan.channels, plan.num_bins)
             if run.stop_requested:
@@ -422,8 +418,7 @@ class RunController:
             self.run = None
             run.done.set()
             await self._stop_quietly()
-            for consumer in begun:
-                await asyncio.to_thread(consumer.end_series, State.ERROR)
+            await asyncio.to_thread(self._end_series, begun, State.ERROR)
             await self.files.post_status()
             await self.status(message, State.ERROR if isinstance(ex, Xspress3Error) else State.IDLE)
             await pub.publish(Out.ACQUIRING, False)
@@ -435,6 +430,21 @@ class RunController:
         if run.stop_requested:
             self.readout.request_stop()
         return run
+
+    def _begin_series(self, start: SeriesStart, begun: list) -> None:
+        """Worker thread: every consumer begins the series (`begun` lists those that did)."""
+        for consumer in self.consumers:
+            consumer.begin_series(start)
+            begun.append(consumer)
+
+    @staticmethod
+    def _end_series(consumers: Sequence[SeriesConsumer], state: str) -> None:
+        """Worker thread: end the series on each consumer, in order."""
+        for consumer in consumers:
+            try:
+                consumer.end_series(state)
+            except Exception:   # the others must still end; the failure is in the log
+                log.exception("%s: ending the series failed", consumer.name)
 
     async def _stop_quietly(self) -> None:
         if self.driver is None:
@@ -503,8 +513,8 @@ class RunController:
         if end.lost:
             detail = "; ".join(f"{k}: {v} frames" for k, v in end.lost.items())
             message = f"{message} ({detail})"
-        for consumer in self.consumers:     # the stream sends its end message here
-            await asyncio.to_thread(consumer.end_series, state)
+        # the stream drains its queue and sends its end message here
+        await asyncio.to_thread(self._end_series, self.consumers, state)
         await self.post_stream_stats()
         await self.files.post_status()      # shows a capture that completed with the series
         with self.readout.lock:
@@ -606,5 +616,5 @@ class RunController:
 
 
 __all__ = ["RunController", "Publisher", "Out", "RunSettings", "ChannelSdkSettings",
-           "TimeSeriesView", "StreamStats", "Rejected", "ActiveRun", "SDK_TRIGGER", "NUM_SCAS",
+           "TimeSeriesView", "StreamStats", "Rejected", "ActiveRun", "SDK_TRIGGER",
            "DRIVER_VERSION", "detector_model"]
