@@ -409,3 +409,20 @@ def test_frames_a_consumer_refuses_are_counted_once_and_reported(xsp3, sim_libra
     assert end.lost == {f"slow sink: {reason}": 6}
     assert pub.statuses[-1] == (f"Completed Acquisition (slow sink: {reason}: 6 frames)", State.IDLE)
     assert [kind for kind, _ in sink.series] == ["begin", "end"]
+
+
+def test_a_hardware_triggered_run_waits_then_acquires(xsp3, sim_library):
+    async def body():
+        async with controller(xsp3, sim_library) as (c, pub):
+            task = asyncio.create_task(c.acquire(settings(frames=4, mode=TriggerMode.TTL_BOTH)))
+            while c.run is None or not c.run.armed.is_set():
+                await asyncio.sleep(0.005)
+            waiting = pub.state
+            await asyncio.to_thread(xsp3.sim.trigger, 4)
+            end = await task
+            return pub, waiting, end
+
+    pub, waiting, end = run(body())
+    assert waiting == State.WAITING
+    assert ("publish", Out.DETECTOR_STATE, State.ACQUIRE) in pub.calls
+    assert end.outcome == "completed" and end.frames_read == 4
