@@ -127,9 +127,8 @@ class RunController:
         self._run_counter = 0
         self._frames_used = 0
         self._state = State.IDLE
-        self.rois = RoiTable.empty(self.channels, self.bins)
         self.readout = Readout(self.post_from_thread, ts_points=options.ts_points)
-        self.readout.rois = self.rois
+        self.readout.rois = RoiTable.empty(self.channels, self.bins)
         self.stream = make_sender(options) if options.stream else None
         self.files = FileCapture(options, publisher, self.post_from_thread)
         self.monitor = MonitorServer(options.monitor) if options.monitor else None
@@ -570,8 +569,12 @@ class RunController:
     # ---- ROIs, sums and the time series ------------------------------------------------
     def set_roi(self, channel: int, index: int, *, lo: int, hi: int, use: bool, bgd: int) -> None:
         """Replace one ROI (channel and index from 0); the readout takes the new table."""
-        self.rois = self.rois.with_roi(channel, index, lo=lo, hi=hi, use=use, bgd=bgd)
-        self.readout.rois = self.rois
+        self.readout.rois = self.rois.with_roi(channel, index, lo=lo, hi=hi, use=use, bgd=bgd)
+
+    @property
+    def rois(self) -> RoiTable:
+        """The ROI table in force; the readout holds it (replaced whole on each change)."""
+        return self.readout.rois
 
     def reset_sca_sums(self, channel: int) -> None:
         with self.readout.lock:

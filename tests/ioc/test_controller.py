@@ -135,7 +135,7 @@ def test_the_series_description_is_built_once_from_the_settings(xsp3, sim_librar
 def test_stop_aborts_a_long_run_promptly(xsp3, sim_library):
     async def body():
         async with controller(xsp3, sim_library) as (c, pub):
-            task = asyncio.create_task(c.acquire(settings(frames=60, exposure=0.05)))
+            task = asyncio.create_task(c.acquire(settings(frames=60, exposure=0.1)))
             while not pub.frames:
                 await asyncio.sleep(0.01)
             t0 = asyncio.get_running_loop().time()
@@ -145,7 +145,7 @@ def test_stop_aborts_a_long_run_promptly(xsp3, sim_library):
 
     pub, end, took = run(body())
     assert end.outcome == "aborted" and 0 < end.frames_read < 60
-    assert took < 1.0
+    assert took < 2.0          # the whole run would take 6 s
     assert pub.values[Out.DETECTOR_STATE] == State.ABORTING
     assert pub.statuses[-1] == ("Stopped Acquiring", State.ABORTED)
     assert pub.values[Out.ACQUIRING] is False
@@ -305,7 +305,7 @@ def test_capture_stop_during_a_run_keeps_the_run_going(xsp3, sim_library, tmp_pa
             capture = asyncio.create_task(c.capture(capture_target(tmp_path)))
             while not c.files.capturing:
                 await asyncio.sleep(0.005)
-            task = asyncio.create_task(c.acquire(settings(frames=40, exposure=0.01)))
+            task = asyncio.create_task(c.acquire(settings(frames=60, exposure=0.02)))
             while len(pub.frames) < 3:
                 await asyncio.sleep(0.005)
             await c.stop_capture()
@@ -313,9 +313,9 @@ def test_capture_stop_during_a_run_keeps_the_run_going(xsp3, sim_library, tmp_pa
             return await task, pub
 
     end, pub = run(body())
-    assert end.outcome == "completed" and end.frames_read == 40
+    assert end.outcome == "completed" and end.frames_read == 60
     written, dropped = pub.values[Out.FILE_COUNTS]
-    assert 0 < written < 40 and dropped == 0
+    assert 0 < written < 60 and dropped == 0
 
 
 def _block(first: int, n: int = 4) -> FrameBlock:
@@ -348,8 +348,9 @@ def test_offers_racing_a_capture_close_never_fail(tmp_path):
                 def offer_until_stopped():
                     try:
                         while not stop.is_set():
-                            assert files.offer(_block(offered[0]), 0.01)
-                            offered[0] += 4
+                            # False (no room yet) is back-pressure, not the race
+                            if files.offer(_block(offered[0]), 0.01):
+                                offered[0] += 4
                     except Exception as ex:   # the race: reported below
                         errors.append(ex)
 
