@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import IntEnum, IntFlag
 
+from xspress3 import vocabulary
+
 __all__ = [
     "ErrorCode",
     "RunFlag",
@@ -128,24 +130,14 @@ class ClockFlag(IntFlag):
     NO_DITHER = 2
 
 
-class Scaler(IntEnum):
-    """Index of each of the nine per-channel, per-frame scalers."""
-
-    TIME = 0
-    RESET_TICKS = 1
-    RESET_COUNT = 2
-    ALL_EVENT = 3
-    ALL_GOOD = 4
-    IN_WINDOW0 = 5
-    IN_WINDOW1 = 6
-    PILEUP = 7
-    TOTAL_TICKS = 8
-
+#: Index of each of the nine per-channel, per-frame scalers (names: xspress3.vocabulary).
+Scaler = IntEnum("Scaler", [(name, i) for i, name in enumerate(vocabulary.SCALER_NAMES)],
+                 module=__name__, qualname="Scaler")
 
 #: Scaler names in index order, for labels and file layouts.
-SCALER_NAMES: tuple[str, ...] = tuple(s.name for s in Scaler)
+SCALER_NAMES: tuple[str, ...] = vocabulary.SCALER_NAMES
 #: Number of scalers per channel per frame.
-NUM_SCALERS = len(Scaler)
+NUM_SCALERS = vocabulary.NUM_SCALERS
 
 
 class ProgressFlag(IntFlag):
@@ -156,7 +148,7 @@ class ProgressFlag(IntFlag):
 
 
 #: The Xspress3 time base: scaler TIME and frame lengths count 80 MHz ticks.
-TICKS_PER_SECOND = 80_000_000
+TICKS_PER_SECOND = vocabulary.TICKS_PER_SECOND
 #: col_time is a uint32 tick count.
 MAX_COL_TIME_TICKS = 2**32 - 1
 #: Event width (ticks) used by the deadtime model unless calibrated otherwise.

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
+from xspress3.vocabulary import INT32_MAX
+
 from . import _lib
 from .constants import (
     ALL_CARDS,
@@ -301,8 +303,8 @@ class Xspress3:
         gap: ItfgGap = ItfgGap.GAP_1US,
     ) -> int:
         """Program the run length and frame time; returns the frame time in ticks."""
-        if not 1 <= num_frames < 2**31:
-            raise ValueError(f"num_frames must be 1..{2**31 - 1}, got {num_frames}")
+        if not 1 <= num_frames <= INT32_MAX:
+            raise ValueError(f"num_frames must be 1..{INT32_MAX}, got {num_frames}")
         if not math.isfinite(exposure_s):
             raise ValueError(f"exposure_s must be finite, got {exposure_s}")
         ticks = round(exposure_s * TICKS_PER_SECOND)

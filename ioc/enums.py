@@ -83,3 +83,51 @@ FILE_FORMAT = ("HDF5", "Invalid")
 FILE_FORMAT_RBV = ("HDF5", "Undefined")
 READ_FILE_RBV = ("Done", "Reading")
 OFF_ON = ("Off", "On")
+
+# ---- members for logic: compare these, not display strings ------------------------------
+from enum import Enum  # noqa: E402  (the string tuples above stay first, as the PVs list them)
+
+from xspress3.vocabulary import TriggerMode  # noqa: E402,F401  (det1:TriggerMode's members)
+
+
+class TsAction(str, Enum):
+    """What a TSControl put asks of the time series (values: the PV's strings)."""
+
+    ERASE_START = "Erase/Start"
+    START = "Start"
+    STOP = "Stop"
+    READ = "Read"
+    ERASE = "Erase"
+
+
+class TsMode(str, Enum):
+    """TSAcquireMode: a fixed-length series, or a circular buffer of the newest points."""
+
+    FIXED = "Fixed length"
+    CIRCULAR = "Circ. buffer"
+
+
+class NoYes(str, Enum):
+    NO = "No"
+    YES = "Yes"
+
+
+class DisableEnable(str, Enum):
+    """A setpoint's Disable/Enable (e.g. CTRL_DTC, EnableCallbacks)."""
+
+    DISABLE = "Disable"
+    ENABLE = "Enable"
+
+
+class DisabledEnabled(str, Enum):
+    """A readback's Disabled/Enabled (e.g. CTRL_DTC_RBV)."""
+
+    DISABLED = "Disabled"
+    ENABLED = "Enabled"
+
+
+class DataType(str, Enum):
+    """The NDArray data types the IOC produces (DataType_RBV)."""
+
+    UINT32 = "UInt32"      # raw counts
+    FLOAT64 = "Float64"    # deadtime-corrected (CTRL_DTC)

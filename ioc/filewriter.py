@@ -1,29 +1,39 @@
-"""HDF1 capture: the bridge between the `HDF1:` PVs and xspress3.writers.hdf5.
+"""HDF1 capture: the series consumer that writes captured frames with writers.hdf5.
 
-Capture=1 names the file and checks the directory at once (a bad path is
-rejected at the put, with WriteStatus/WriteMessage set); the file itself opens
-when the next run starts, because only then are channels, bins and exposure
-known. Frames of several runs append to the same file until NumCapture frames
-are written (then the file closes and Capture returns to 0) or Capture is set
-to 0, which always closes the file promptly. File I/O runs in the writer's
-thread; this class only moves settings in and status out.
+Capture=1 (`arm`) names the file and checks the directory at once (a bad path is
+refused, with WriteStatus/WriteMessage set); the file itself opens when the
+next series begins, because only then are channels, bins and exposure known.
+Frames of several runs append to the same file until NumCapture frames are
+written (then the file closes and Capture returns to 0) or Capture is set to 0,
+which always closes the file promptly.
+
+Whether a file is open is the writer's state alone (`HDF5Writer.is_open`); this
+class adds only the armed path and shows the writer's state through the
+controller's `Publisher`. It never reads a PV: the HDF1 settings come in as a
+`CaptureTarget` and the EnableCallbacks flag. File I/O runs in the writer's
+thread; opening and closing run off the loop.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
-from typing import Optional
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Optional
 
-from xspress3.writers.hdf5 import HDF5Writer
+from xspress3.writers.hdf5 import ERROR as WRITER_ERROR, HDF5Writer, WriteResult
 from xspress3.writers.layout import COMPRESSIONS
 from xspress3.writers.wire import FrameBlock, SeriesStart
 
 from .options import IocOptions
-from .pvtypes import PutRejected
+from .publisher import Out, Publisher, Rejected
 
 log = logging.getLogger(__name__)
+
+#: A coroutine function to run on the event loop, in order with the readout's reports
+Post = Callable[[Callable[[], Awaitable[None]]], None]
 
 
 def format_file_name(template: str, path: str, name: str, number: int) -> str:
@@ -33,189 +43,214 @@ def format_file_name(template: str, path: str, name: str, number: int) -> str:
     try:
         return template % (path, name, number)
     except (TypeError, ValueError) as ex:
-        raise PutRejected(f"FileTemplate {template!r} does not take (path, name, number): {ex}") from ex
+        raise Rejected(f"FileTemplate {template!r} does not take (path, name, number): {ex}") from ex
+
+
+@dataclass(frozen=True)
+class CaptureTarget:
+    """What Capture=1 needs: the HDF1 readbacks at the put."""
+
+    directory: str
+    template: str
+    name: str
+    number: int
+    create_directory: bool
+    auto_increment: bool
+    compression: str
+
+
+def check_compression(value: str) -> None:
+    if value not in COMPRESSIONS:
+        raise Rejected(f"compression {value} is not supported; use one of {', '.join(COMPRESSIONS)}")
+
+
+def writable_dir(path: str) -> bool:
+    return bool(path) and os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 class FileCapture:
-    """Readout consumer that writes captured frames (see module docstring)."""
+    """A consumer.SeriesConsumer writing captured frames (see module docstring)."""
 
     name = "file writer"
 
-    def __init__(self, ioc, options: IocOptions):
-        self.ioc = ioc
+    def __init__(self, options: IocOptions, publisher: Publisher, post: Post):
         self.stall_timeout = options.file_stall_timeout
         self._queue_frames = options.file_queue_frames
+        self.publisher = publisher
+        self._post = post
         self.writer: Optional[HDF5Writer] = None   # its thread starts with the IOC (start())
-        self.capturing = False
-        self.file_open = False
-        self._start: Optional[SeriesStart] = None
-        self._path = ""
-        self._done: Optional[asyncio.Event] = None
-        self._lock = threading.Lock()
+        # HDF1 settings that may change while capturing, kept current by the IOC:
+        self.enabled = True                         # EnableCallbacks
+        self.num_capture = 1                        # NumCapture, taken when a file opens
+        self._target: Optional[CaptureTarget] = None
+        self._path = ""                             # armed: the file the next series opens
+        self._done: Optional[asyncio.Event] = None  # set when the capture ends
+        self._open_close = threading.Lock()         # one open or close at a time
+        self._closed_at_end: Optional[WriteResult] = None   # closed by end_series, not yet shown
+        self._losses_before: dict = {}   # the open file's losses when the series began
 
     def start(self) -> None:
         self.writer = HDF5Writer(max_queued_frames=self._queue_frames,
                                  on_status=self._on_status_thread)
 
     @property
-    def hdf(self):
-        return self.ioc.hdf
+    def capturing(self) -> bool:
+        """Capture is armed (a file is named; it may not be open yet)."""
+        return self._target is not None
 
-    # ---- settings ---------------------------------------------------------------------
-    async def setting(self, attr: str, value):
-        if attr == "compression" and value not in COMPRESSIONS:
-            raise PutRejected(f"compression {value} is not supported; use one of "
-                              f"{', '.join(COMPRESSIONS)}")
-        if attr in ("file_path", "file_name", "file_template", "compression") and self.capturing:
-            raise PutRejected(f"cannot change {attr} while capturing")
-        if attr == "file_path":
-            await self.hdf.file_path_exists.write("Yes" if _writable_dir(value) else "No")
-        return value
-
-    # ---- capture ------------------------------------------------------------------------
-    async def capture_put(self, instance, value):
-        if value in ("Capture", 1):
-            if self.capturing:
-                raise PutRejected("already capturing; set Capture to 0 first")
-            await self._arm_capture(instance)
-            self._done = asyncio.Event()
-            await self._done.wait()
-            return "Done"
-        await self.stop_capture("Capture stopped")
-        return "Done"
-
-    async def _arm_capture(self, instance) -> None:
-        hdf = self.hdf
-        directory = hdf.file_path_rbv.value
+    # ---- capture (event loop) -----------------------------------------------------------
+    async def arm(self, target: CaptureTarget) -> None:
+        """Capture=1: name the file now; it opens with the next series."""
+        if self._target is not None:
+            raise Rejected("already capturing; set Capture to 0 first")
+        check_compression(target.compression)
         try:
-            if not os.path.isdir(directory):
-                if int(hdf.create_directory_rbv.value) != 0:
-                    await asyncio.to_thread(os.makedirs, directory, exist_ok=True)
-                else:
-                    raise PutRejected(f"directory {directory!r} does not exist "
-                                      "(set CreateDirectory to create it)")
-            if not _writable_dir(directory):
-                raise PutRejected(f"directory {directory!r} is not writable")
-            path = format_file_name(hdf.file_template_rbv.value, directory,
-                                    hdf.file_name_rbv.value, int(hdf.file_number_rbv.value))
-            if os.path.exists(path):
-                raise PutRejected(f"file {path} already exists; change FileName or FileNumber")
-        except (PutRejected, OSError) as ex:
+            path = await asyncio.to_thread(self._name_file, target)
+        except (Rejected, OSError) as ex:
             await self._error(str(ex))
-            raise PutRejected(str(ex)) from ex
+            raise Rejected(str(ex)) from ex
+        pub = self.publisher
         self._path = path
         # as areaDetector does: the number moves on once a file has been named with it
-        await self._increment_number()
-        await hdf.file_path_exists.write("Yes")
-        await hdf.full_file_name.write(path)
-        await hdf.num_captured.write(0)
-        await hdf.write_status.write(0)
-        await hdf.write_message.write(f"Capturing to {path}")
-        await instance.write("Capture", verify_value=False)
-        await hdf.capture_rbv.write("Capturing")
-        self.capturing = True
-        run = self.ioc._run
-        if run is not None:
-            await self.begin_run(self.ioc._series_start(run))
+        if target.auto_increment:
+            await pub.publish(Out.FILE_NUMBER, target.number + 1)
+        await pub.publish(Out.FILE_PATH_EXISTS, True)
+        await pub.publish(Out.FILE_NAME, path)
+        await pub.publish(Out.FILE_COUNTS, (0, 0))
+        await pub.publish(Out.WRITE_STATUS, (True, f"Capturing to {path}"))
+        await pub.publish(Out.CAPTURING, True)
+        self._target = target
+        self._done = asyncio.Event()
 
-    async def begin_run(self, start: SeriesStart) -> None:
-        """A run starts: open the file now if capture is armed and no file is open."""
-        self._start = start
-        if not self.capturing or self.file_open:
-            return
-        hdf = self.hdf
-        num = int(hdf.num_capture_rbv.value)
-        try:
-            await asyncio.to_thread(self.writer.open_series, self._path, start,
-                                    hdf.compression_rbv.value, num)
-        except Exception as ex:
-            await self._error(f"cannot open {self._path}: {ex}")
-            await self._end_capture()
-            return
-        self.file_open = True
-        await hdf.write_file_rbv.write("Writing")
+    async def wait(self) -> None:
+        """Until the capture armed last ends (a Capture put completes then)."""
+        if self._done is not None:
+            await self._done.wait()
 
-    async def end_run(self, state: str) -> None:
-        """A run ended; the file stays open for the next run unless capture is complete."""
-        status = self.writer.status()
-        if self.file_open and (status.capture_done or status.state == "error"):
-            await self.stop_capture("Capture complete")
+    @staticmethod
+    def _name_file(t: CaptureTarget) -> str:
+        directory = t.directory
+        if not os.path.isdir(directory):
+            if not t.create_directory:
+                raise Rejected(f"directory {directory!r} does not exist "
+                               "(set CreateDirectory to create it)")
+            os.makedirs(directory, exist_ok=True)
+        if not writable_dir(directory):
+            raise Rejected(f"directory {directory!r} is not writable")
+        path = format_file_name(t.template, directory, t.name, t.number)
+        if os.path.exists(path):
+            raise Rejected(f"file {path} already exists; change FileName or FileNumber")
+        return path
 
-    async def stop_capture(self, message: str) -> None:
-        if self.file_open:
-            self.file_open = False
-            result = await asyncio.to_thread(self.writer.close_series, self.stall_timeout)
-            log.info("file %s closed: %s", self._path, result)
-            await self._post_counts()
-            if result.error:
-                await self._error(result.error)
-            elif not result.complete:
-                await self._error(f"{result.frames_dropped} frames not written to {self._path}")
-            else:
-                await self.hdf.write_message.write(f"{message}: {self._path}"[:255])
+    async def stop(self, message: str) -> None:
+        """Capture=0 (or capture complete / failed): close the file if open, end the capture."""
+        result = await asyncio.to_thread(self._close)
+        if result is not None:
+            await self._closed(result, message)
         await self._end_capture()
 
+    async def _closed(self, result: WriteResult, message: str) -> None:
+        log.info("file %s closed: %s", result.path, result)
+        await self.publisher.publish(Out.FILE_COUNTS, (result.frames_written, result.frames_dropped))
+        if result.error:
+            await self._error(result.error)
+        elif not result.complete:
+            await self._error(f"{result.frames_dropped} frames not written to {result.path}")
+        else:
+            await self.publisher.publish(Out.WRITE_STATUS, (True, f"{message}: {result.path}"[:255]))
+
     async def _end_capture(self) -> None:
-        self.capturing = False
-        await self.hdf.write_file_rbv.write("Done")
-        await self.hdf.capture_rbv.write("Done")
-        await self.hdf.capture.write("Done", verify_value=False)
+        self._target = None
+        await self.publisher.publish(Out.FILE_WRITING, False)
+        await self.publisher.publish(Out.CAPTURING, False)
         if self._done is not None:
             self._done.set()
             self._done = None
 
-    async def _increment_number(self) -> None:
-        hdf = self.hdf
-        if hdf.auto_increment_rbv.value == "Yes":
-            number = int(hdf.file_number_rbv.value) + 1
-            await hdf.file_number.write(number, verify_value=False)
-            await hdf.file_number_rbv.write(number)
-            self.ioc.setting_changed()
-
     async def _error(self, message: str) -> None:
         log.error("file writer: %s", message)
-        await self.hdf.write_status.write(1)
-        await self.hdf.write_message.write(message[:255])
+        await self.publisher.publish(Out.WRITE_STATUS, (False, message[:255]))
 
-    # ---- readout consumer (readout thread) ---------------------------------------------
+    async def post_status(self) -> None:
+        """Counters out; ends the capture when NumCapture is reached or the file failed."""
+        if self.writer is None:
+            return
+        closed, self._closed_at_end = self._closed_at_end, None
+        if closed is not None:
+            await self._closed(closed, "Capture complete")
+            await self._end_capture()
+            return
+        status = self.writer.status()
+        await self.publisher.publish(Out.FILE_COUNTS, (status.frames_written, status.frames_dropped))
+        if not self.writer.is_open:
+            return
+        if status.state == WRITER_ERROR:
+            await self._error(status.message or "write failed")
+            await self.stop("Capture failed")
+        elif status.capture_done:
+            await self.stop("Capture complete")
+
+    def _on_status_thread(self, *_args) -> None:
+        """Writer thread callback: refresh the PVs from the loop."""
+        self._post(self.post_status)
+
+    # ---- consumer.SeriesConsumer ---------------------------------------------------------
+    def begin_series(self, start: SeriesStart) -> None:
+        """A series starts (off the loop): open the file if capture is armed and none is open."""
+        target = self._target
+        if target is None:
+            return
+        with self._open_close:
+            if self.writer.is_open:
+                self._losses_before = self.writer.dropped_reasons
+                return
+            try:
+                self.writer.open_series(self._path, start, target.compression, self.num_capture)
+            except Exception as ex:
+                self._post(functools.partial(self._open_failed, f"cannot open {self._path}: {ex}"))
+                return
+            self._losses_before = self.writer.dropped_reasons
+        self._post(functools.partial(self.publisher.publish, Out.FILE_WRITING, True))
+
+    async def _open_failed(self, message: str) -> None:
+        await self._error(message)
+        await self._end_capture()
+
     def offer(self, block: FrameBlock, timeout: float = 0.0) -> bool:
-        if not self.file_open or self.hdf.enable_callbacks_rbv.value != "Enable":
+        """Readout thread: to the writer if a file is open (checked under the writer's lock)."""
+        if not self.enabled:
             return True
-        return self.writer.offer(block, timeout)
+        return self.writer.offer(block, timeout, only_if_open=True)
 
     def count_lost(self, frames: int, reason: str) -> None:
         log.warning("file writer: %d frames not written: %s", frames, reason)
-        self.writer.count_dropped(frames)
+        self.writer.count_dropped(frames, reason)
 
-    # ---- status -------------------------------------------------------------------------
-    def _on_status_thread(self, *_args) -> None:
-        """Writer thread callback: hop to the loop and refresh the PVs there."""
-        self.ioc._post_from_thread(self.post_status)
+    def losses(self) -> dict[str, int]:
+        """The file's losses since this series began (a file may span several series)."""
+        if not self.writer.is_open:
+            return {}
+        before = self._losses_before
+        now = self.writer.dropped_reasons
+        return {r: n - before.get(r, 0) for r, n in now.items() if n > before.get(r, 0)}
 
-    async def _post_counts(self) -> None:
-        await self.hdf.num_captured.write(self.writer.frames_written)
-        await self.hdf.frames_dropped.write(self.writer.frames_dropped)
-
-    async def post_status(self) -> None:
-        """Counters to PVs; ends the capture when NumCapture is reached or the file failed."""
-        if self.writer is None:
-            return
-        await self._post_counts()
-        if not self.file_open:
-            return
+    def end_series(self, final_state: str) -> None:
+        """A series ended (off the loop); the file stays open for the next one unless
+        the capture is complete or failed."""
         status = self.writer.status()
-        if status.state == "error":
-            await self._error(status.message or "write failed")
-            await self.stop_capture("Capture failed")
-        elif status.capture_done:
-            await self.stop_capture("Capture complete")
+        if not (status.capture_done or status.state == WRITER_ERROR):
+            return
+        # shown by the next post_status, which the controller awaits after every series
+        self._closed_at_end = self._close()
+
+    def _close(self) -> Optional[WriteResult]:
+        """Close the open file, if any (blocking); offers racing it are not taken."""
+        with self._open_close:
+            if self.writer is None or not self.writer.is_open:
+                return None
+            return self.writer.close_series(self.stall_timeout)
 
     def close_now(self, message: str) -> None:
         """Shutdown: close any open file (blocking; called off the loop)."""
         if self.writer is not None:
-            self.file_open = False
             self.writer.close(self.stall_timeout)
-
-
-def _writable_dir(path: str) -> bool:
-    return bool(path) and os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from xspress3.driver import Xspress3
+from xspress3.vocabulary import DEFAULT_BINS
 
 DEFAULT_STREAM = "tcp://*:9999"
 DEFAULT_MONITOR = "tcp://*:9998"
@@ -17,7 +18,7 @@ class IocOptions:
     library: Optional[str] = None          # None: the bundled simulator
     cards: int = 1
     channels: int = 4
-    bins: int = 4096
+    bins: int = DEFAULT_BINS
     frames_memory: int = 16384
     address: str = "192.168.0.1"
     port: int = -1

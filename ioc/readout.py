@@ -20,29 +20,25 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from enum import Enum
+from typing import Callable, Optional
 
 import numpy as np
 
 from xspress3.driver import Scaler, Xspress3Error, compute as deadtime
+from xspress3.vocabulary import NUM_SCALERS, NUM_SCAS, SCA_SCALERS, Sca
+from xspress3.writers.consumer import SeriesConsumer
 from xspress3.writers.wire import FrameBlock
 
+from .enums import TsAction
 from .rois import RoiTable, roi_stats, roi_totals
 
 log = logging.getLogger(__name__)
 
 MAX_BLOCK_BYTES = 8 << 20     # a block holds at most this much spectrum data
 MAX_BLOCK_FRAMES = 1024
-CIRCULAR_HIGH_WATER = 0.75
-ALL_GOOD = int(Scaler.ALL_GOOD)    # fraction of frame memory unread before consumers lose frames
-
-
-class Consumer(Protocol):
-    name: str
-    stall_timeout: float
-
-    def offer(self, block: FrameBlock, timeout: float = 0.0) -> bool: ...
-    def count_lost(self, frames: int, reason: str) -> None: ...
+CIRCULAR_HIGH_WATER = 0.75    # fraction of frame memory unread before consumers lose frames
+ALL_GOOD = int(Scaler.ALL_GOOD)
 
 
 @dataclass(frozen=True)
@@ -70,17 +66,24 @@ class FrameSummary:
     frames_acquired: int
     frame_number: int
     spectra: np.ndarray          # (ch, full_bins) float64, zeros outside the recorded range
-    sca: np.ndarray              # (ch, 11) float64: 8 scalers, EventWidth, DTFactor, DTPercent
+    sca: np.ndarray              # (ch, NUM_SCAS) float64: vocabulary.Sca columns
     rois: np.ndarray             # (ch, 48, 5): total, net, min, max, mean
     sums: Optional[np.ndarray]   # (ch, full_bins) float64
-    sca_sums: Optional[np.ndarray] = None   # (ch, 11) float64, since the last erase
+    sca_sums: Optional[np.ndarray] = None   # (ch, NUM_SCAS) float64, since the last erase
     ts_point: int = 0
+
+
+class Outcome(str, Enum):
+    """How a run ended."""
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    ERROR = "error"
 
 
 @dataclass
 class RunEnd:
     run_id: int
-    outcome: str                 # "completed" | "aborted" | "error"
+    outcome: Outcome
     message: str
     frames_read: int
     lost: dict = field(default_factory=dict)
@@ -89,7 +92,7 @@ class RunEnd:
 @dataclass
 class TimeSeries:
     """Per-frame values of the frames recorded while the time series runs: the
-    totals of the used ROIs (MCA{n}ROI:{r}:TSTotal) and the 11 SCA values of every
+    totals of the used ROIs (MCA{n}ROI:{r}:TSTotal) and the SCA values (vocabulary.Sca) of every
     channel (C{n}SCA:{k}:TSArrayValue, C{n}SCA:TS:{k}:TimeSeries).
 
     One series serves all of them, so they always cover the same frames. In
@@ -102,7 +105,7 @@ class TimeSeries:
     manual: bool = False
     circular: bool = False
     data: dict = field(default_factory=dict)   # (channel index, roi index) -> array(points)
-    sca: Optional[np.ndarray] = None           # (points, channels, 11)
+    sca: Optional[np.ndarray] = None           # (points, channels, NUM_SCAS)
 
     @property
     def current(self) -> int:
@@ -126,13 +129,14 @@ class TimeSeries:
         if not self.manual:
             self.acquiring = False
 
-    def control(self, action: str) -> None:
-        """TSControl: "Erase/Start", "Start" or "Stop"; a user start outlives runs."""
-        if action == "Erase/Start":
+    def control(self, action: TsAction) -> None:
+        """TSControl; a user start outlives runs (Read only posts, done by the caller)."""
+        action = TsAction(action)
+        if action in (TsAction.ERASE_START, TsAction.ERASE):
             self.erase()
-        if action in ("Erase/Start", "Start"):
+        if action in (TsAction.ERASE_START, TsAction.START):
             self.acquiring, self.manual = True, True
-        elif action == "Stop":
+        elif action is TsAction.STOP:
             self.acquiring, self.manual = False, False
 
     def _slots(self, n: int) -> tuple[np.ndarray, slice]:
@@ -144,7 +148,7 @@ class TimeSeries:
         return (self.written + n - keep + np.arange(keep)) % self.points, slice(n - keep, n)
 
     def append(self, totals: dict, sca: np.ndarray) -> None:
-        """totals: (ch, r) -> array of n frame totals; sca: (n, channels, 11)."""
+        """totals: (ch, r) -> array of n frame totals; sca: (n, channels, NUM_SCAS)."""
         if not self.acquiring:
             return
         n = sca.shape[0]
@@ -171,16 +175,16 @@ class TimeSeries:
 
 def sca_values(scalers: np.ndarray, dtfactor: np.ndarray, dtpercent: np.ndarray,
                event_width: np.ndarray) -> np.ndarray:
-    """The 11 values of C{n}SCA:{k}: 8 scalers, EventWidth, DTFactor, DTPercent.
+    """The values of C{n}SCA:{k} (vocabulary.Sca): scalers, EventWidth, DTFactor, DTPercent.
 
-    scalers (..., channels, 9) with dtfactor/dtpercent (..., channels): one frame
-    or a block of them; returns (..., channels, 11) float64.
+    scalers (..., channels, NUM_SCALERS) with dtfactor/dtpercent (..., channels): one frame
+    or a block of them; returns (..., channels, NUM_SCAS) float64.
     """
-    out = np.empty(dtfactor.shape + (11,))
-    out[..., :8] = scalers[..., :8]
-    out[..., 8] = event_width
-    out[..., 9] = dtfactor
-    out[..., 10] = dtpercent
+    out = np.empty(dtfactor.shape + (NUM_SCAS,))
+    out[..., :SCA_SCALERS] = scalers[..., :SCA_SCALERS]
+    out[..., Sca.EVENT_WIDTH] = event_width
+    out[..., Sca.DT_FACTOR] = dtfactor
+    out[..., Sca.DT_PERCENT] = dtpercent
     return out
 
 
@@ -268,20 +272,19 @@ class Readout(threading.Thread):
     """Owns the read side of the detector during runs (see module docstring)."""
 
     def __init__(self, publish: Callable[[object], None], ts_points: int,
-                 consumers: Optional[list] = None, poll_s: float = 0.002):
+                 consumers: Optional[list[SeriesConsumer]] = None, poll_s: float = 0.002):
         super().__init__(name="xsp3-readout", daemon=True)
         self._publish = publish
         self._plans: queue.Queue = queue.Queue()
         self._stop_run = threading.Event()
         self._shutdown = threading.Event()
-        self.consumers: list = list(consumers or [])
-        self.monitor = None            # object with update(block); latest frame on request
+        self.consumers: list[SeriesConsumer] = list(consumers or [])
         self.poll_s = poll_s
         self.update_period = 0.1
         self.rois = RoiTable.empty(1)
         self.lock = threading.Lock()   # guards sums and time series against erase
         self.sums: Optional[np.ndarray] = None
-        self.sca_sums: Optional[np.ndarray] = None   # (ch, 11): SCA values summed over frames
+        self.sca_sums: Optional[np.ndarray] = None   # (ch, NUM_SCAS): SCA values summed over frames
         self.ts = TimeSeries(ts_points)
         self.buffers = SpectrumBuffers()
 
@@ -307,7 +310,7 @@ class Readout(threading.Thread):
     def erase(self, channels: int, full_bins: int, time_series: bool = True) -> None:
         with self.lock:
             self.sums = np.zeros((channels, full_bins), dtype=np.uint64)
-            self.sca_sums = np.zeros((channels, 11))
+            self.sca_sums = np.zeros((channels, NUM_SCAS))
             if time_series:
                 self.ts.erase()
 
@@ -322,7 +325,7 @@ class Readout(threading.Thread):
                 end = self._run(driver, plan)
             except Exception as ex:  # report, never die: the IOC must keep running
                 log.exception("readout failed")
-                end = RunEnd(plan.run_id, "error", f"readout failed: {ex}", 0)
+                end = RunEnd(plan.run_id, Outcome.ERROR, f"readout failed: {ex}", 0)
             self._publish(end)
 
     def _run(self, driver, plan: RunPlan) -> RunEnd:
@@ -335,17 +338,17 @@ class Readout(threading.Thread):
         with self.lock:
             if self.sums is None or self.sums.shape != (plan.channels, plan.full_bins):
                 self.sums = np.zeros((plan.channels, plan.full_bins), dtype=np.uint64)
-                self.sca_sums = np.zeros((plan.channels, 11))
-        outcome, message = "completed", ""
+                self.sca_sums = np.zeros((plan.channels, NUM_SCAS))
+        outcome, message = Outcome.COMPLETED, ""
         while True:
             try:
                 progress = driver.progress()
             except Xspress3Error as ex:
-                outcome, message = "error", str(ex)
+                outcome, message = Outcome.ERROR, str(ex)
                 break
             acquired = progress.frames
             if progress.overrun:
-                outcome = "error"
+                outcome = Outcome.ERROR
                 message = (f"frame memory overrun after {acquired} frames: the readout fell "
                            f"more than {plan.memory} frames behind")
                 lost["detector overrun"] = max(0, plan.num_frames - read)
@@ -356,11 +359,11 @@ class Readout(threading.Thread):
                 try:
                     block = self._read_block(driver, plan, read, n, shape)
                 except Xspress3Error as ex:
-                    outcome, message = "error", str(ex)
+                    outcome, message = Outcome.ERROR, str(ex)
                     break
                 read += n
                 self._account(plan, block)
-                self._deliver(driver, plan, block, read, lost)
+                self._deliver(driver, plan, block, read)
                 latest = block
                 now = time.monotonic()
                 if now - last_post >= self.update_period:
@@ -370,29 +373,32 @@ class Readout(threading.Thread):
             if read >= plan.num_frames:
                 break
             if self._stop_run.is_set():
-                outcome, message = "aborted", "stopped"
+                outcome, message = Outcome.ABORTED, "stopped"
                 try:
                     if not driver.is_busy() and driver.progress().frames <= read:
                         break
                 except Xspress3Error as ex:
-                    outcome, message = "error", str(ex)
+                    outcome, message = Outcome.ERROR, str(ex)
                     break
             elif not self._busy(driver):
                 # the detector ended the run by itself with frames missing
                 try:
                     final = driver.progress()
                 except Xspress3Error as ex:
-                    outcome, message = "error", str(ex)
+                    outcome, message = Outcome.ERROR, str(ex)
                     break
                 if final.frames <= read:
                     if final.overrun:
                         continue
-                    outcome = "error"
+                    outcome = Outcome.ERROR
                     message = f"detector stopped after {read} of {plan.num_frames} frames"
                     break
             time.sleep(self.poll_s)
         if latest is not None:
             self._publish(self._summary(plan, latest, read, acquired))
+        for consumer in self.consumers:
+            for reason, frames in consumer.losses().items():
+                lost[f"{consumer.name}: {reason}"] = frames
         return RunEnd(plan.run_id, outcome, message, read, lost)
 
     @staticmethod
@@ -404,7 +410,7 @@ class Readout(threading.Thread):
 
     def _read_block(self, driver, plan: RunPlan, first: int, n: int, shape: tuple) -> FrameBlock:
         spectra = self.buffers.take(n, shape)
-        scalers = np.empty((n, plan.channels, 9), dtype=np.uint32)
+        scalers = np.empty((n, plan.channels, NUM_SCALERS), dtype=np.uint32)
         driver.read_spectra(spectra, first, first_bin=plan.first_bin)
         driver.read_scalers(scalers, first)
         if plan.circular:
@@ -432,9 +438,7 @@ class Readout(threading.Thread):
             if self.ts.acquiring:
                 self.ts.append(roi_totals(self.rois, block.spectra, plan.first_bin), sca)
 
-    def _deliver(self, driver, plan: RunPlan, block: FrameBlock, read: int, lost: dict) -> None:
-        if self.monitor is not None:
-            self.monitor.update(block)
+    def _deliver(self, driver, plan: RunPlan, block: FrameBlock, read: int) -> None:
         for consumer in self.consumers:
             if consumer.offer(block, 0.0):
                 continue
@@ -455,9 +459,7 @@ class Readout(threading.Thread):
                     if unread > CIRCULAR_HIGH_WATER * plan.memory:
                         reason = f"{consumer.name} too slow: detector memory nearly full"
                 if reason:
-                    consumer.count_lost(block.count, reason)
-                    key = f"{consumer.name}: {reason}"
-                    lost[key] = lost.get(key, 0) + block.count
+                    consumer.count_lost(block.count, reason)   # the consumer counts them
                     log.warning("%d frames not delivered to %s: %s", block.count, consumer.name, reason)
                     break
 

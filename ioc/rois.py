@@ -9,19 +9,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NUM_ROIS = 48
+from xspress3.vocabulary import DEFAULT_BINS, NUM_ROIS
 
 
 @dataclass(frozen=True)
 class RoiTable:
     """Immutable ROI definitions of all channels; replaced whole on every change."""
-    lo: np.ndarray    # (ch, 48) int
-    hi: np.ndarray    # (ch, 48) int, exclusive
-    use: np.ndarray   # (ch, 48) bool
-    bgd: np.ndarray   # (ch, 48) int
+    lo: np.ndarray    # (ch, NUM_ROIS) int
+    hi: np.ndarray    # (ch, NUM_ROIS) int, exclusive
+    use: np.ndarray   # (ch, NUM_ROIS) bool
+    bgd: np.ndarray   # (ch, NUM_ROIS) int
 
     @classmethod
-    def empty(cls, channels: int, bins: int = 4096) -> "RoiTable":
+    def empty(cls, channels: int, bins: int = DEFAULT_BINS) -> "RoiTable":
         shape = (channels, NUM_ROIS)
         return cls(np.zeros(shape, int), np.full(shape, bins), np.zeros(shape, bool),
                    np.zeros(shape, int))

@@ -3,6 +3,7 @@
 Independent of the IOC: the same modules serve the IOC process and stand-alone
 receivers (``xspress3-receive``, ``xspress3-monitor``).
 """
+from .consumer import SeriesConsumer
 from .wire import (
     FORMAT_VERSION,
     SCALER_NAMES,
@@ -17,6 +18,7 @@ __all__ = [
     "FORMAT_VERSION",
     "SCALER_NAMES",
     "FrameBlock",
+    "SeriesConsumer",
     "SeriesEnd",
     "SeriesStart",
     "WireFormatError",

@@ -74,7 +74,8 @@ class HDF5Writer:
         self._queue: collections.deque[Union[wire.FrameBlock, _Close]] = collections.deque()
         self._queued_frames = 0
         self._file: Optional[layout.SeriesFile] = None
-        self._open = False  # between open_series and close_series
+        self._open = False  # between open_series and the end of close_series
+        self._accepting = False  # between open_series and the start of close_series
         self._num_capture = 0
         self._state = IDLE
         self._path = ""
@@ -82,6 +83,7 @@ class HDF5Writer:
         self._last_error = ""
         self._written = 0
         self._dropped = 0
+        self._dropped_reasons: dict[str, int] = {}  # the part of _dropped callers gave up on
         self._skipped = 0
         self._capture_done = False
         self._result: Optional[WriteResult] = None
@@ -113,24 +115,32 @@ class HDF5Writer:
             raise
         with self._cond:
             self._file = handle
-            self._open = True
+            self._open = self._accepting = True
             self._num_capture = num_capture
             self._state, self._path = WRITING, str(path)
             self._message = f"writing {Path(path).name}"
             self._last_error = ""
             self._written = self._dropped = self._skipped = 0
+            self._dropped_reasons = {}
             self._capture_done = False
             self._result = None
             self._status_pending = True  # on_status runs in the writer thread only
             self._cond.notify_all()
 
-    def offer(self, block: wire.FrameBlock, timeout: float = 0.0) -> bool:
+    def offer(self, block: wire.FrameBlock, timeout: float = 0.0, *, only_if_open: bool = False) -> bool:
         """Queue a block. True: taken (queued, or counted because the writer is in error
-        or NumCapture is reached). False: no room within ``timeout``."""
+        or NumCapture is reached). False: no room within ``timeout``.
+
+        Without an open series (none opened, or ``close_series`` called) this raises,
+        unless ``only_if_open``: then the block is not for this writer and True is
+        returned. The check and the queueing are one step under the writer's lock,
+        so a producer racing a close never offers to a closed series."""
         n = block.count
         with self._cond:
             self._check_running()
-            if not self._open:
+            if not self._accepting:
+                if only_if_open:
+                    return True
                 raise RuntimeError("offer() without an open series")
             if self._state == ERROR:
                 self._dropped += n
@@ -144,15 +154,32 @@ class HDF5Writer:
                 if left <= 0:
                     return False
                 self._cond.wait(left)
+                if not self._accepting:  # closed while waiting for room
+                    if only_if_open:
+                        return True
+                    raise RuntimeError("the series was closed while offer() waited for room")
             self._queue.append(block)
             self._queued_frames += n
             self._cond.notify_all()
         return True
 
-    def count_dropped(self, n: int) -> None:
+    @property
+    def is_open(self) -> bool:
+        """A series is open and takes blocks (False from the start of close_series)."""
+        return self._accepting
+
+    def count_dropped(self, n: int, reason: str = "") -> None:
         """Record frames the caller gave up on after ``offer`` returned False."""
         with self._cond:
             self._dropped += n
+            if reason:
+                self._dropped_reasons[reason] = self._dropped_reasons.get(reason, 0) + n
+
+    @property
+    def dropped_reasons(self) -> dict[str, int]:
+        """Frames callers gave up on (count_dropped) in the open or last series, by reason."""
+        with self._cond:
+            return dict(self._dropped_reasons)
 
     def close_series(self, timeout: float = 30.0, complete: bool = True) -> WriteResult:
         """Write what is queued (up to ``timeout``), close the file and report.
@@ -163,8 +190,9 @@ class HDF5Writer:
         """
         request = _Close(complete)
         with self._cond:
-            if not self._open:
+            if not self._accepting:
                 raise RuntimeError("close_series() without an open series")
+            self._accepting = False  # from here offers find the series closed
             self._queue.append(request)
             self._cond.notify_all()
         if not request.done.wait(timeout):
@@ -177,7 +205,7 @@ class HDF5Writer:
 
     def close(self, timeout: float = 30.0) -> None:
         """Close any open series and stop the thread."""
-        if self._open:
+        if self._accepting:
             self.close_series(timeout)
         with self._cond:
             self._stop = True

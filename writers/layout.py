@@ -32,6 +32,8 @@ import hdf5plugin
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from xspress3 import vocabulary
+
 from . import wire
 
 log = logging.getLogger(__name__)
@@ -56,18 +58,17 @@ START_TIME = "/entry/start_time"
 END_TIME = "/entry/end_time"
 
 #: areaDetector ``Compression`` enum strings that this writer supports.
-COMPRESSIONS: tuple[str, ...] = ("None", "zlib", "LZ4", "BSLZ4", "Blosc")
+COMPRESSIONS: tuple[str, ...] = tuple(c.value for c in vocabulary.SUPPORTED_COMPRESSIONS)
 #: areaDetector ``Compression`` enum strings that exist there but not here.
-UNSUPPORTED_COMPRESSIONS: tuple[str, ...] = ("N-bit", "szip", "JPEG")
+UNSUPPORTED_COMPRESSIONS: tuple[str, ...] = tuple(
+    c.value for c in vocabulary.Compression if c not in vocabulary.SUPPORTED_COMPRESSIONS)
 
 #: SCA numbering of the areaDetector attributes: CHAN{n}SCA{k} is scaler k for k < 8.
-NUM_SCA_ATTRIBUTES = 8
-#: Per-channel NDAttribute suffixes in the order of the in-memory staging buffer.
-NDATTR_SUFFIXES: tuple[str, ...] = tuple(f"SCA{k}" for k in range(NUM_SCA_ATTRIBUTES)) + (
-    "EventWidth",
-    "DTFactor",
-    "DTPercent",
-)
+NUM_SCA_ATTRIBUTES = vocabulary.SCA_SCALERS
+#: Per-channel NDAttribute suffixes in the order of the in-memory staging buffer
+#: (the SCA columns: the scalers, then EventWidth, DTFactor, DTPercent).
+NDATTR_SUFFIXES: tuple[str, ...] = tuple(f"SCA{k}" for k in range(NUM_SCA_ATTRIBUTES)) + \
+    vocabulary.SCA_LABELS[NUM_SCA_ATTRIBUTES:]
 
 CHUNK_TARGET_BYTES = 1 << 20
 #: Elements per bitshuffle block of BSLZ4 chunks (2048 x uint32 = 8 KiB, the filter's default).
@@ -87,19 +88,22 @@ def ndattribute_name(channel: int, suffix: str) -> str:
 
 def compression_options(name: str) -> dict[str, Any]:
     """``create_dataset`` keyword arguments for an areaDetector Compression choice."""
-    if name in UNSUPPORTED_COMPRESSIONS:
+    Compression = vocabulary.Compression
+    try:
+        choice = Compression(name)
+    except ValueError:
+        raise ValueError(f"unknown compression {name!r}; choose one of {', '.join(COMPRESSIONS)}") from None
+    if choice not in vocabulary.SUPPORTED_COMPRESSIONS:
         raise ValueError(f"compression {name!r} not supported; choose one of {', '.join(COMPRESSIONS)}")
-    if name == "None":
+    if choice is Compression.NONE:
         return {}
-    if name == "zlib":
+    if choice is Compression.ZLIB:
         return {"compression": "gzip", "compression_opts": 1}
-    if name == "LZ4":
+    if choice is Compression.LZ4:
         return dict(hdf5plugin.LZ4())
-    if name == "BSLZ4":
+    if choice is Compression.BSLZ4:
         return dict(hdf5plugin.Bitshuffle(nelems=BSLZ4_BLOCK_ELEMENTS, cname="lz4"))
-    if name == "Blosc":
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
-    raise ValueError(f"unknown compression {name!r}; choose one of {', '.join(COMPRESSIONS)}")
+    return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
 
 
 def chunk_frames(start: wire.SeriesStart) -> int:

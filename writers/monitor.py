@@ -62,6 +62,26 @@ class MonitorServer:
         """Announce the open series (None when idle); does not forget the last frame."""
         self._start = start
 
+    # ---- consumer.SeriesConsumer: the monitor never refuses a block, so it loses none
+    name = "monitor"
+    stall_timeout = 0.0
+
+    def begin_series(self, start: wire.SeriesStart) -> None:
+        self.set_series(start)
+
+    def offer(self, block: wire.FrameBlock, timeout: float = 0.0) -> bool:
+        self.update(block)
+        return True
+
+    def count_lost(self, frames: int, reason: str) -> None:
+        """Never called: offer always takes the block (it only keeps a reference)."""
+
+    def losses(self) -> dict[str, int]:
+        return {}
+
+    def end_series(self, final_state: str) -> None:
+        """The last series stays described: "start" answers for the frame "latest" holds."""
+
     def update(self, block: wire.FrameBlock, series_id: str = "") -> None:
         """Remember the block; its last frame is what "latest" returns. No copy."""
         if block.count:

@@ -36,6 +36,9 @@ REASON_END_TIMEOUT = "end timeout"
 REASON_SEND_TIMEOUT = "send timeout"
 REASON_CLOSED = "sender closed"
 
+#: Losses the sender decides itself (not back-pressure the producer gave up on)
+OWN_REASONS = (REASON_NO_RECEIVER, REASON_END_TIMEOUT, REASON_SEND_TIMEOUT, REASON_CLOSED)
+
 _POLL_MS = 100
 # libzmq (4.3.x) aborts the process when a PUSH socket is closed with linger 0 while a
 # peer disconnects in the middle of a multipart message; a short linger avoids it and
@@ -77,7 +80,9 @@ _Item = Union[wire.SeriesStart, wire.FrameBlock, _EndRequest]
 
 
 class StreamSender:
-    """Publishes series over a zmq PUSH socket from its own thread."""
+    """Publishes series over a zmq PUSH socket from its own thread (a consumer.SeriesConsumer)."""
+
+    name = "stream"
 
     def __init__(
         self,
@@ -85,18 +90,25 @@ class StreamSender:
         max_queued_frames: int = 4096,
         sndhwm: int = 4,
         send_timeout_s: Optional[float] = None,
+        stall_timeout: float = 5.0,
+        end_timeout: float = 10.0,
     ) -> None:
         """``send_timeout_s``: how long one message may wait for a connected but stalled
         receiver before it is counted lost; None waits as long as a receiver is connected.
         ``sndhwm``: messages zmq may hold beyond our own queue. A few keep the socket
         busy; each is a whole block (up to 8 MiB), so 16 instead of 4 only added
-        ~85 MB to the IOC's peak memory at full rate, at the same frame rate."""
+        ~85 MB to the IOC's peak memory at full rate, at the same frame rate.
+        ``stall_timeout``: how long a producer keeps offering a refused block before
+        counting it lost (consumer.SeriesConsumer); ``end_timeout``: how long
+        ``end_series`` waits for the queue to drain unless told otherwise."""
         if max_queued_frames < 1:
             raise ValueError("max_queued_frames must be >= 1")
         self._bind_endpoint = endpoint
         self.max_queued_frames = max_queued_frames
         self.sndhwm = sndhwm
         self.send_timeout_s = send_timeout_s
+        self.stall_timeout = stall_timeout
+        self.end_timeout = end_timeout
         self._cond = threading.Condition()
         self._queue: collections.deque[_Item] = collections.deque()
         self._queued_frames = 0
@@ -228,8 +240,11 @@ class StreamSender:
                 raise RuntimeError("count_lost() outside a series")
             self._count_lost_locked(n, reason)
 
-    def end_series(self, final_state: str = "done", timeout: float = 10.0) -> wire.SeriesEnd:
-        """Drain the queue (up to ``timeout``), send the end message and return it."""
+    def end_series(self, final_state: str = "done", timeout: Optional[float] = None) -> wire.SeriesEnd:
+        """Drain the queue (up to ``timeout``, default ``end_timeout``), send the end
+        message and return it."""
+        if timeout is None:
+            timeout = self.end_timeout
         request = _EndRequest(final_state, time.monotonic() + timeout)
         with self._cond:
             if self._series is None:
@@ -246,6 +261,10 @@ class StreamSender:
             request.done.wait()
         assert request.result is not None
         return request.result
+
+    @property
+    def series_open(self) -> bool:
+        return self._series is not None
 
     @property
     def series_id(self) -> str:
@@ -274,6 +293,14 @@ class StreamSender:
     @property
     def queued_frames(self) -> int:
         return self._queued_frames
+
+    def losses(self) -> dict[str, int]:
+        """Frames of the open series the producer gave up on (count_lost), by reason."""
+        with self._cond:
+            series = self._series
+            if series is None:
+                return {}
+            return {r: n for r, n in series.lost_reasons.items() if r not in OWN_REASONS}
 
     # ---- internals -----------------------------------------------------------
     def _check_running(self) -> None:

@@ -20,24 +20,16 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
+from xspress3 import vocabulary
+
 FORMAT_VERSION = 1
 DEFAULT_PORT = 9999
 MONITOR_PORT = 9998
-#: The Xspress3 scaler clock: TIME, RESET_TICKS and TOTAL_TICKS count these ticks.
-TICKS_PER_SECOND = 80_000_000
-
-SCALER_NAMES: tuple[str, ...] = (
-    "TIME",
-    "RESET_TICKS",
-    "RESET_COUNT",
-    "ALL_EVENT",
-    "ALL_GOOD",
-    "IN_WINDOW0",
-    "IN_WINDOW1",
-    "PILEUP",
-    "TOTAL_TICKS",
-)
-NUM_SCALERS = len(SCALER_NAMES)
+# The scaler clock (TIME, RESET_TICKS and TOTAL_TICKS count its ticks) and the scalers
+# of a frame, in wire order: facts of the detector, written down in xspress3.vocabulary.
+TICKS_PER_SECOND = vocabulary.TICKS_PER_SECOND
+SCALER_NAMES: tuple[str, ...] = vocabulary.SCALER_NAMES
+NUM_SCALERS = vocabulary.NUM_SCALERS
 
 TYPE_START = "start"
 TYPE_FRAMES = "frames"
@@ -138,7 +130,7 @@ class SeriesStart:
     channels: int
     bins: int
     first_bin: int = 0
-    full_bins: int = 4096
+    full_bins: int = vocabulary.DEFAULT_BINS
     ev_per_bin: float = 10.0
     exposure_s: float = 0.0
     trigger_mode: str = "Internal"
