@@ -147,6 +147,7 @@ def _camera_pvs() -> dict:
         pvs[_attr(name)] = ro(name, "Closed", NO_SHUTTER, strings=enums.CLOSED_OPEN)
     pvs.update(writable("AsynIO", 0, "asyn record of the port; accepted, no effect (no-op).",
                         dtype=int, rbv=False))
+    record_type(pvs[_attr("AsynIO")], "asyn")
     pvs.update(writable("ReadStatus", "", "ADBase read-status request; status PVs update "
                         "on their own (no-op).", strings=enums.NO_LABELS, rbv=False))
     pvs.update(writable("FrameType", "Normal", "ADBase frame type; every Xspress3 frame is a "
@@ -265,6 +266,7 @@ def _plugin_pvs() -> dict:
                         "ArraySize0/1_RBV hold the frame shape.", dtype=int, length=MAX_DIMS))
     pvs.update(writable("NDimensions", 0, "Not maintained (always 0).", dtype=int))
     pvs.update(writable("AsynIO", 0, noop, dtype=int, rbv=False))
+    record_type(pvs[_attr("AsynIO")], "asyn")
     pvs.update(writable("BloscCompressor", "LZ4", "Blosc compression uses LZ4 (fixed).",
                         strings=enums.BLOSC_COMPRESSORS, fixed=True))
     pvs.update(writable("BloscLevel", 5, "Blosc compression uses level 5 (fixed).",
