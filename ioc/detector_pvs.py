@@ -9,7 +9,8 @@ from __future__ import annotations
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from . import adbase_pvs, enums, plugin_pvs
+from . import adbase_pvs, enums, handlers, plugin_pvs
+from .handlers import root_of
 from .pvtypes import PutRejected, Xsp3Group, command, enum_pv, root_putter, setting, text_pv
 from .adbase_pvs import set_record_types
 
@@ -32,7 +33,7 @@ def _ctrl_dtc() -> dict:
         await group.apply_setting("ctrl_dtc", value)
         index = enums.DISABLE_ENABLE.index(value)
         await group.ctrl_dtc_rbv.write(enums.DISABLED_ENABLED[index])
-        group.root.setting_changed()
+        root_of(group).setting_changed()
         return value
 
     sp = enum_pv("CTRL_DTC", enums.DISABLE_ENABLE, 0, put=_put,
@@ -46,7 +47,7 @@ def _ctrl_dtc() -> dict:
 def _ns() -> dict:
     ns: dict = {"__doc__": __doc__, "__module__": __name__}
 
-    ns["acquire"] = enum_pv("Acquire", enums.ACQUIRE, 0, put=root_putter("acquire_put"),
+    ns["acquire"] = enum_pv("Acquire", enums.ACQUIRE, 0, put=root_putter(handlers.acquire_put),
                             doc="1 starts (or arms) an acquisition, 0 stops it. A put with callback "
                                 "completes when the acquisition has ended.")
     ns["acquire_rbv"] = enum_pv("Acquire_RBV", enums.ACQUIRE_RBV, 0, read_only=True,
@@ -68,19 +69,19 @@ def _ns() -> dict:
     ns.update(setting("image_mode", "ImageMode", "Multiple", enum_strings=enums.IMAGE_MODES,
                       doc="Accepted for areaDetector clients; NumImages sets the frame count (no-op)."))
     ns["soft_trigger"] = enum_pv("SoftTrigger", enums.SOFT_TRIGGER, 0,
-                                 put=root_putter("soft_trigger_put"),
+                                 put=root_putter(handlers.soft_trigger_put),
                                  doc="In Software modes, advances to the next frame.")
     ns["soft_trigger_rbv"] = enum_pv("SoftTrigger_RBV", enums.SOFT_TRIGGER, 0, read_only=True,
                                      doc="Readback of SoftTrigger.")
-    ns["trigger"] = enum_pv("TRIGGER", enums.TRIGGER, 0, put=root_putter("soft_trigger_put"),
+    ns["trigger"] = enum_pv("TRIGGER", enums.TRIGGER, 0, put=root_putter(handlers.soft_trigger_put),
                             doc="Same as SoftTrigger (name used by ophyd's Xspress3 cam).")
-    ns.update(command("erase_cmd", "ERASE", "erase", strings=enums.ERASE,
+    ns.update(command("erase_cmd", "ERASE", handlers.erase, strings=enums.ERASE,
                       doc="Any write erases the frames used, the sums and the counters; the put "
                           "completes when the erase is done (milliseconds)."))
     ns.update(setting("erase_on_start", "EraseOnStart", "Yes", enum_strings=enums.NO_YES,
                       doc="Yes: each acquisition starts from zeroed sums and counters. Frame memory "
                           "used by a run is always cleared first, so no frame carries old counts."))
-    ns.update(command("update_cmd", "UPDATE", "update_arrays", strings=enums.NO_LABELS,
+    ns.update(command("update_cmd", "UPDATE", handlers.update_arrays, strings=enums.NO_LABELS,
                       doc="Posts the latest spectra and scalers now."))
     ns.update(setting("array_counter", "ArrayCounter", 0, dtype=int, lower_ctrl_limit=0,
                       upper_ctrl_limit=MAX_INT32, persist=False,
@@ -96,14 +97,14 @@ def _ns() -> dict:
                       doc="Calibration directory restored by RESTORE_SETTINGS / CONNECT."))
     ns.update(setting("config_save_path", "CONFIG_SAVE_PATH", "", dtype=ChannelType.CHAR,
                       doc="Directory that SAVE_SETTINGS writes calibration to."))
-    ns.update(command("connect_cmd", "CONNECT", "connect", strings=enums.CONNECT, doc="Opens the detector (again)."))
-    ns.update(command("disconnect_cmd", "DISCONNECT", "disconnect", strings=enums.DISCONNECT, doc="Stops and closes the detector."))
+    ns.update(command("connect_cmd", "CONNECT", handlers.connect, strings=enums.CONNECT, doc="Opens the detector (again)."))
+    ns.update(command("disconnect_cmd", "DISCONNECT", handlers.disconnect, strings=enums.DISCONNECT, doc="Stops and closes the detector."))
     ns["connected"] = enum_pv("CONNECTED", enums.CONNECTED, 0, read_only=True,
                               doc="Whether the detector is open.")
-    ns.update(command("reset_cmd", "RESET", "reset", strings=enums.RESET_CMD, doc="Stops any run and clears an Error state."))
-    ns.update(command("save_settings_cmd", "SAVE_SETTINGS", "save_sdk_settings", strings=enums.SAVE,
+    ns.update(command("reset_cmd", "RESET", handlers.reset, strings=enums.RESET_CMD, doc="Stops any run and clears an Error state."))
+    ns.update(command("save_settings_cmd", "SAVE_SETTINGS", handlers.save_sdk_settings, strings=enums.SAVE,
                       doc="Writes the SDK calibration to CONFIG_SAVE_PATH."))
-    ns.update(command("restore_settings_cmd", "RESTORE_SETTINGS", "restore_sdk_settings", strings=enums.RESTORE,
+    ns.update(command("restore_settings_cmd", "RESTORE_SETTINGS", handlers.restore_sdk_settings, strings=enums.RESTORE,
                       doc="Loads the SDK calibration from CONFIG_PATH."))
     ns.update(setting("num_channels", "NUM_CHANNELS", 1, dtype=int, units="channels",
                       lower_ctrl_limit=1, upper_ctrl_limit=256, persist=False,
@@ -194,7 +195,7 @@ def _ns() -> dict:
 
 class _DetectorBase(Xsp3Group):
     async def apply_setting(self, attr, value):
-        return await self.root.apply_setting(attr, value)
+        return await root_of(self).apply_setting(attr, value)
 
 
 DetectorPVs = type("DetectorPVs", (_DetectorBase,), _ns())

@@ -9,7 +9,8 @@ from __future__ import annotations
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from . import adbase_pvs, enums, plugin_pvs
+from . import adbase_pvs, enums, handlers, plugin_pvs
+from .handlers import root_of
 from .pvtypes import PATH_LENGTH, Xsp3Group, enum_pv, root_putter, setting, text_pv
 
 MAX_INT32 = 2**31 - 1
@@ -51,7 +52,7 @@ def _ns() -> dict:
                       doc="Frames per file; 0 = until Capture is set to 0. NumImages copies here."))
     ns["num_captured"] = pvproperty(name="NumCaptured_RBV", value=0, read_only=True, units="frames",
                                     doc="Frames written to the current file.")
-    ns["capture"] = enum_pv("Capture", enums.CAPTURE, 0, put=root_putter("capture_put"),
+    ns["capture"] = enum_pv("Capture", enums.CAPTURE, 0, put=root_putter(handlers.capture_put),
                             doc="1 opens a file for the next frames; 0 closes it. A put with callback "
                                 "completes when the file is closed.")
     ns["capture_rbv"] = enum_pv("Capture_RBV", enums.CAPTURE_RBV, 0, read_only=True,
@@ -119,7 +120,7 @@ def _ns() -> dict:
 
 class _FileBase(Xsp3Group):
     async def apply_setting(self, attr, value):
-        return await self.root.file_setting(attr, value)
+        return await root_of(self).file_setting(attr, value)
 
 
 FilePVs = type("FilePVs", (_FileBase,), _ns())

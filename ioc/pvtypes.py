@@ -33,6 +33,7 @@ from caproto.server import PVGroup, pvproperty
 from caproto.server import server as _server
 
 from . import record_fields
+from .handlers import RootCommand, RootPut, root_of
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +418,7 @@ def setting(attr: str, name: str, value: Any, *, doc: str, dtype=None,
         rbv = getattr(group, attr + "_rbv")
         await rbv.write(accepted)
         if persist:
-            group.root.setting_changed()
+            root_of(group).setting_changed()
         return accepted
 
     if dtype == ChannelType.ENUM or "enum_strings" in kw:
@@ -447,17 +448,20 @@ def record_type(prop: pvproperty, rtyp: str) -> pvproperty:
     return prop
 
 
-def root_putter(method: str):
-    """A putter that hands (instance, value) to the root group's `method`."""
+def root_putter(handler: RootPut):
+    """A putter that hands (instance, value) to the root group through `handler`,
+    one of the typed functions in ioc/handlers.py (e.g. ``handlers.acquire_put``)."""
     async def _put(group, instance, value):
-        return await getattr(group.root, method)(instance, value)
+        return await handler(root_of(group), instance, value)
     return _put
 
 
-def command(attr: str, name: str, handler: str, *, doc: str, strings=("Done", "Do")) -> dict:
-    """A bo-style command PV: any write calls ``root.<handler>()``; the put completes after it."""
+def command(attr: str, name: str, handler: RootCommand, *, doc: str,
+            strings=("Done", "Do")) -> dict:
+    """A bo-style command PV: any write runs ``handler(root)`` (one of the typed
+    commands in ioc/handlers.py); the put completes after it."""
     async def _put(group, instance, new_value):
-        await getattr(group.root, handler)()
+        await handler(root_of(group))
         return 0
 
     return {attr: enum_pv(name, strings, 0, doc=doc, put=_put)}

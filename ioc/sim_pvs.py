@@ -10,6 +10,7 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 
 from . import enums
+from .handlers import root_of
 from .pvtypes import Xsp3Group, enum_pv
 
 
@@ -39,31 +40,31 @@ class SimPVs(Xsp3Group):
     @trigger.putter
     async def trigger(self, instance, value):
         if value > 0:
-            await self.root.sim_call("trigger", int(value))
+            await root_of(self).sim_call("trigger", int(value))
         return 0
 
     @gate.putter
     async def gate(self, instance, value):
-        await self.root.sim_call("gate", value == "Open")
+        await root_of(self).sim_call("gate", value == "Open")
         return value
 
     @count_rate.putter
     async def count_rate(self, instance, value):
-        await self.root.sim_call("set_rate", float(value))
+        await root_of(self).sim_call("set_rate", float(value))
         return value
 
     @seed.putter
     async def seed(self, instance, value):
-        await self.root.sim_call("set_seed", int(value))
+        await root_of(self).sim_call("set_seed", int(value))
         return value
 
     @inject_fault.putter
     async def inject_fault(self, instance, value):
-        await self.root.sim_call("inject_fault", self.fault_function.value,
+        await root_of(self).sim_call("inject_fault", self.fault_function.value,
                                  int(self.fault_code.value), int(self.fault_after.value))
         return 0
 
     @clear_faults.putter
     async def clear_faults(self, instance, value):
-        await self.root.sim_call("clear_faults")
+        await root_of(self).sim_call("clear_faults")
         return 0
