@@ -14,6 +14,7 @@ import time
 from caproto import ChannelType
 from caproto.server import SubGroup, pvproperty
 
+from xspress3.vocabulary import DEFAULT_BINS, NUM_ROIS, NUM_SCAS
 from xspress3.writers.layout import NDATTR_SUFFIXES, ndattribute_name
 
 from . import enums, handlers
@@ -21,8 +22,6 @@ from .plugin_pvs import DET1_CHANNEL, NDROISTAT_N, ROOT_EXTRA, declare, parse, p
 from .handlers import root_of
 from .pvtypes import Xsp3Group, enum_pv, record_type, root_putter, setting, text_pv
 
-NUM_ROIS = 48
-NUM_SCAS = len(enums.SCA_NAMES)
 # Updates queued per subscriber of a waveform: a slow client skips old spectra
 # instead of making the server hold thousands of copies.
 WAVEFORM_BACKLOG = 8
@@ -67,9 +66,9 @@ def _roi_namespace() -> dict:
                       doc="ROI name; clients list ROIs up to the first blank name."))
     ns.update(setting("use", "Use", "No", enum_strings=enums.NO_YES, doc="Compute this ROI."))
     ns.update(setting("min_x", "MinX", 0, dtype=int, units="bins", lower_ctrl_limit=0,
-                      upper_ctrl_limit=4095, doc="First bin of the ROI."))
-    ns.update(setting("size_x", "SizeX", 4096, dtype=int, units="bins", lower_ctrl_limit=0,
-                      upper_ctrl_limit=4096,
+                      upper_ctrl_limit=DEFAULT_BINS - 1, doc="First bin of the ROI."))
+    ns.update(setting("size_x", "SizeX", DEFAULT_BINS, dtype=int, units="bins", lower_ctrl_limit=0,
+                      upper_ctrl_limit=DEFAULT_BINS,
                       doc="Width of the ROI in bins (clipped at the last bin)."))
     ns.update(setting("bgd_width", "BgdWidth", 0, dtype=int, units="bins", lower_ctrl_limit=0,
                       upper_ctrl_limit=512,
@@ -247,7 +246,7 @@ async def _reset_all_put(group, instance, value):
 
 
 async def _ts_control_put(group, instance, value):
-    if value == enums.TS_CONTROL[4]:   # Erase: empty the series, recording goes on as it was
+    if value == enums.TsAction.ERASE:   # Erase: empty the series, recording goes on as it was
         root = group.root
         with root.readout.lock:
             root.readout.ts.erase()

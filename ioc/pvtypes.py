@@ -32,7 +32,9 @@ from caproto._data import SkipWrite
 from caproto.server import PVGroup, pvproperty
 from caproto.server import server as _server
 
-from . import record_fields
+from xspress3.vocabulary import INT32_MAX, INT32_MIN
+
+from . import enums, record_fields
 from .handlers import RootCommand, RootPut, root_of
 
 log = logging.getLogger(__name__)
@@ -283,7 +285,7 @@ UNITS_BY_NAME = (
     ("Temperature", "C"), ("Rate", "Hz"), ("Time", "s"), ("Buffers", "buffers"),
     ("Threads", "threads"), ("Level", "level"), ("Dim", "elements"),
 )
-INT32 = (-2**31, 2**31 - 1)
+INT32 = (INT32_MIN, INT32_MAX)
 FLOAT_RANGE = (-1e12, 1e12)
 
 
@@ -457,7 +459,7 @@ def root_putter(handler: RootPut):
 
 
 def command(attr: str, name: str, handler: RootCommand, *, doc: str,
-            strings=("Done", "Do")) -> dict:
+            strings=enums.DONE_DO) -> dict:
     """A bo-style command PV: any write runs ``handler(root)`` (one of the typed
     commands in ioc/handlers.py); the put completes after it."""
     async def _put(group, instance, new_value):

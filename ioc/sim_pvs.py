@@ -9,6 +9,8 @@ from __future__ import annotations
 from caproto import ChannelType
 from caproto.server import pvproperty
 
+from xspress3.vocabulary import INT32_MAX
+
 from . import enums
 from .handlers import root_of
 from .pvtypes import Xsp3Group, enum_pv
@@ -23,7 +25,7 @@ class SimPVs(Xsp3Group):
     count_rate = pvproperty(name="CountRate", value=50_000.0, units="cps", precision=0,
                             lower_ctrl_limit=0.0, upper_ctrl_limit=5e7,
                             doc="Input count rate of every channel.")
-    seed = pvproperty(name="Seed", value=1, lower_ctrl_limit=0, upper_ctrl_limit=2**31 - 1,
+    seed = pvproperty(name="Seed", value=1, lower_ctrl_limit=0, upper_ctrl_limit=INT32_MAX,
                       doc="Random seed of the simulated events (reproducible runs).")
     fault_function = pvproperty(name="FaultFunction", value="xsp3_histogram_start",
                                 dtype=ChannelType.STRING,
@@ -33,9 +35,9 @@ class SimPVs(Xsp3Group):
     fault_after = pvproperty(name="FaultAfter", value=0, lower_ctrl_limit=0,
                              upper_ctrl_limit=1_000_000,
                              doc="Successful calls before the fault fires (once).")
-    inject_fault = enum_pv("InjectFault", ("Done", "Inject"), 0,
+    inject_fault = enum_pv("InjectFault", enums.INJECT, 0,
                            doc="Arms the fault described by FaultFunction/Code/After.")
-    clear_faults = enum_pv("ClearFaults", ("Done", "Clear"), 0, doc="Removes pending faults.")
+    clear_faults = enum_pv("ClearFaults", enums.CLEAR, 0, doc="Removes pending faults.")
 
     @trigger.putter
     async def trigger(self, instance, value):
@@ -45,7 +47,7 @@ class SimPVs(Xsp3Group):
 
     @gate.putter
     async def gate(self, instance, value):
-        await root_of(self).sim_call("gate", value == "Open")
+        await root_of(self).sim_call("gate", value == enums.Gate.OPEN)
         return value
 
     @count_rate.putter
