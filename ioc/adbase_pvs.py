@@ -21,10 +21,11 @@ from typing import Any, Optional, Sequence
 from caproto import ChannelType
 from caproto.server import pvproperty
 
+from xspress3.vocabulary import DEFAULT_BINS, INT32_MAX
+
 from . import enums
 from .pvtypes import enum_pv, record_type, text_pv
 
-MAX_INT32 = 2**31 - 1
 NO_SHUTTER = "The IOC drives no shutter (no-op)."
 NO_POOL = "The IOC keeps no NDArray pool (always 0)."
 NO_QUEUE = "The writer has its own thread and queue, not an asyn plugin queue (always 0)."
@@ -127,7 +128,7 @@ def _camera_pvs() -> dict:
                                      units="Hz")
     pvs[_attr("ArraySize_RBV")] = ro("ArraySize_RBV", 0, "ADBase array size in bytes; not "
                                      "computed (always 0). See ArraySize0/1_RBV.", units="bytes")
-    pvs[_attr("MaxSizeX_RBV")] = ro("MaxSizeX_RBV", 4096, "ADBase sensor width: the bins of "
+    pvs[_attr("MaxSizeX_RBV")] = ro("MaxSizeX_RBV", DEFAULT_BINS, "ADBase sensor width: the bins of "
                                     "a full spectrum.", units="bins")
     pvs[_attr("MaxSizeY_RBV")] = ro("MaxSizeY_RBV", 0, "ADBase sensor height: the channels "
                                     "of the system.", units="channels")
@@ -282,7 +283,7 @@ def _plugin_pvs() -> dict:
     for name in ("BoundaryAlign", "BoundaryThreshold", "DataBitsOffset", "NumDataBits",
                  "SZipNumPixels", "NumRowChunks", "NumColChunks", "NumFramesFlush",
                  "NDAttributeChunk"):
-        pvs.update(writable(name, 0, layout, dtype=int, limits=(0, MAX_INT32)))
+        pvs.update(writable(name, 0, layout, dtype=int, limits=(0, INT32_MAX)))
     for dim in EXTRA_DIMS:
         pvs.update(writable(f"ExtraDimChunk{dim}", 0, layout, dtype=int))
     for dim in EXTRA_DIMS_N:

@@ -14,14 +14,14 @@ import time
 from caproto import ChannelType
 from caproto.server import SubGroup, pvproperty
 
+from xspress3.vocabulary import DEFAULT_BINS, NUM_ROIS, NUM_SCAS
 from xspress3.writers.layout import NDATTR_SUFFIXES, ndattribute_name
 
-from . import enums
+from . import enums, handlers
 from .plugin_pvs import DET1_CHANNEL, NDROISTAT_N, ROOT_EXTRA, declare, parse, plugin_group
+from .handlers import root_of
 from .pvtypes import Xsp3Group, enum_pv, record_type, root_putter, setting, text_pv
 
-NUM_ROIS = 48
-NUM_SCAS = len(enums.SCA_NAMES)
 # Updates queued per subscriber of a waveform: a slow client skips old spectra
 # instead of making the server hold thousands of copies.
 WAVEFORM_BACKLOG = 8
@@ -50,7 +50,7 @@ class _RoiBase(Xsp3Group):
         return tuple(getattr(self, attr) for attr, *_ in _ROI_STAT_PVS)
 
     async def apply_setting(self, attr, value):
-        return await self.root.roi_setting(self, attr, value)
+        return await root_of(self).roi_setting(self, attr, value)
 
     async def on_put(self, name: str, value) -> None:
         """Generic NDROIStatN PVs (plugin_pvs) with a meaning here: Reset zeroes the statistics."""
@@ -66,9 +66,9 @@ def _roi_namespace() -> dict:
                       doc="ROI name; clients list ROIs up to the first blank name."))
     ns.update(setting("use", "Use", "No", enum_strings=enums.NO_YES, doc="Compute this ROI."))
     ns.update(setting("min_x", "MinX", 0, dtype=int, units="bins", lower_ctrl_limit=0,
-                      upper_ctrl_limit=4095, doc="First bin of the ROI."))
-    ns.update(setting("size_x", "SizeX", 4096, dtype=int, units="bins", lower_ctrl_limit=0,
-                      upper_ctrl_limit=4096,
+                      upper_ctrl_limit=DEFAULT_BINS - 1, doc="First bin of the ROI."))
+    ns.update(setting("size_x", "SizeX", DEFAULT_BINS, dtype=int, units="bins", lower_ctrl_limit=0,
+                      upper_ctrl_limit=DEFAULT_BINS,
                       doc="Width of the ROI in bins (clipped at the last bin)."))
     ns.update(setting("bgd_width", "BgdWidth", 0, dtype=int, units="bins", lower_ctrl_limit=0,
                       upper_ctrl_limit=512,
@@ -144,7 +144,7 @@ def channel_group(n: int, bins: int, ts_points: int):
                                         doc="Points recorded so far.")
     ns["ts_acquiring"] = enum_pv(f"MCA{n}ROI:TSAcquiring", enums.TS_ACQUIRING, 0, read_only=True,
                                  doc="Whether the time series is recording.")
-    ns["ts_read"] = pvproperty(name=f"MCA{n}ROI:TSRead", value=0, put=root_putter("time_series_read"),
+    ns["ts_read"] = pvproperty(name=f"MCA{n}ROI:TSRead", value=0, put=root_putter(handlers.time_series_read),
                                units="n/a", doc="Any write posts the time-series waveforms now "
                                                 "(they are also posted when a run ends).")
     ns["roi_reset_all"] = enum_pv(f"MCA{n}ROI:ResetAll", enums.NO_LABELS, 0, put=_reset_all_put,
@@ -168,7 +168,7 @@ def _sca_time_series(n: int, ts_points: int) -> dict:
                               doc="Any write zeroes this channel's C{n}SCA:{k}:ValueSum_RBV.")
     for k, (suffix, units) in enumerate(zip(NDATTR_SUFFIXES, SCA_UNITS)):
         name = ndattribute_name(n, suffix)
-        ns[f"sca_attr{k}"] = text_pv(f"C{n}SCA:{k}:AttrName", name, put=root_putter("sca_attr_name"),
+        ns[f"sca_attr{k}"] = text_pv(f"C{n}SCA:{k}:AttrName", name, put=root_putter(handlers.sca_attr_name),
                                      doc="Name of the attribute (as in the HDF5 NDAttributes group); "
                                          "fixed: a put of another name is rejected.")
         ns[f"sca_attr{k}_rbv"] = text_pv(f"C{n}SCA:{k}:AttrName_RBV", name, read_only=True,
@@ -184,7 +184,7 @@ def _sca_time_series(n: int, ts_points: int) -> dict:
                                            doc="Name of SCA k's time series (fixed)."),
                                                "stringout")
     ns["sca_ts_acquire"] = record_type(enum_pv(f"C{n}SCA:TS:TSAcquire", enums.TS_ACQUIRE, 0,
-                                   put=root_putter("sca_ts_acquire"),
+                                   put=root_putter(handlers.sca_ts_acquire),
                                    doc="1 erases and starts the time series, 0 stops it; reads 1 "
                                        "while it records. The put completes at once."), "busy")
     ns["sca_ts_num_points"] = pvproperty(name=f"C{n}SCA:TS:TSNumPoints", value=ts_points,
@@ -195,10 +195,10 @@ def _sca_time_series(n: int, ts_points: int) -> dict:
                                             units="frames", doc="Points held.")
     ns["sca_ts_acquiring"] = enum_pv(f"C{n}SCA:TS:TSAcquiring", enums.TS_ACQUIRING, 0, read_only=True,
                                      doc="Whether the time series is recording.")
-    ns["sca_ts_read"] = enum_pv(f"C{n}SCA:TS:TSRead", enums.TS_READ, 0, put=root_putter("time_series_read"),
+    ns["sca_ts_read"] = enum_pv(f"C{n}SCA:TS:TSRead", enums.TS_READ, 0, put=root_putter(handlers.time_series_read),
                                 doc="Any write posts the time-series waveforms now.")
     ns["sca_ts_acquire_mode"] = record_type(enum_pv(f"C{n}SCA:TS:TSAcquireMode", enums.TS_ACQUIRE_MODES, 0,
-                                        put=root_putter("ts_acquire_mode"),
+                                        put=root_putter(handlers.ts_acquire_mode),
                                         doc="Fixed length: stop when TSNumPoints frames are held; "
                                             "Circ. buffer: keep the newest TSNumPoints frames."),
                                           "mbbo")
@@ -232,32 +232,32 @@ def _plugins(n: int, ts_points: int) -> dict:
 
 
 async def _ts_num_points_put(group, instance, value):
-    return await group.root.ts_num_points(group, value)
+    return await root_of(group).ts_num_points(group, value)
 
 
 async def _sca_reset_put(group, instance, value):
-    await group.root.reset_sca_sums(instance, value)
+    await root_of(group).reset_sca_sums(instance, value)
     return enums.SCA_RESET[0]
 
 
 async def _reset_all_put(group, instance, value):
-    await group.root.reset_roi_stats(instance, value)
+    await root_of(group).reset_roi_stats(instance, value)
     return enums.NO_LABELS[0]
 
 
 async def _ts_control_put(group, instance, value):
-    if value == enums.TS_CONTROL[4]:   # Erase: empty the series, recording goes on as it was
+    if value == enums.TsAction.ERASE:   # Erase: empty the series, recording goes on as it was
         root = group.root
         with root.readout.lock:
             root.readout.ts.erase()
         await root.time_series_read(instance, 0)
         return value
-    return await group.root.ts_control(group, value)
+    return await root_of(group).ts_control(group, value)
 
 
 class _ChannelBase(Xsp3Group):
     async def apply_setting(self, attr, value):
-        return await self.root.channel_setting(self, attr, value)
+        return await root_of(self).channel_setting(self, attr, value)
 
     @functools.cached_property
     def plugins(self) -> list:

@@ -9,13 +9,15 @@ from __future__ import annotations
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from . import adbase_pvs, enums, plugin_pvs
+from xspress3.vocabulary import DEFAULT_BINS, INT32_MAX
+
+from . import adbase_pvs, enums, handlers, plugin_pvs
+from .handlers import root_of
 from .pvtypes import PutRejected, Xsp3Group, command, enum_pv, root_putter, setting, text_pv
 from .adbase_pvs import set_record_types
 
 MAX_EXPOSURE_S = 53.6  # 2**32 ticks of the 80 MHz clock
 MIN_EXPOSURE_S = 1e-5
-MAX_INT32 = 2**31 - 1
 
 #: EPICS record types of det1: PVs where the areaDetector IOC's differ from the default rule
 RECORD_TYPES = {"RUN_FLAGS": "mbbo", "RUN_FLAGS_RBV": "mbbi", "MAX_FRAMES_DRIVER_RBV": "longout",
@@ -32,7 +34,7 @@ def _ctrl_dtc() -> dict:
         await group.apply_setting("ctrl_dtc", value)
         index = enums.DISABLE_ENABLE.index(value)
         await group.ctrl_dtc_rbv.write(enums.DISABLED_ENABLED[index])
-        group.root.setting_changed()
+        root_of(group).setting_changed()
         return value
 
     sp = enum_pv("CTRL_DTC", enums.DISABLE_ENABLE, 0, put=_put,
@@ -46,7 +48,7 @@ def _ctrl_dtc() -> dict:
 def _ns() -> dict:
     ns: dict = {"__doc__": __doc__, "__module__": __name__}
 
-    ns["acquire"] = enum_pv("Acquire", enums.ACQUIRE, 0, put=root_putter("acquire_put"),
+    ns["acquire"] = enum_pv("Acquire", enums.ACQUIRE, 0, put=root_putter(handlers.acquire_put),
                             doc="1 starts (or arms) an acquisition, 0 stops it. A put with callback "
                                 "completes when the acquisition has ended.")
     ns["acquire_rbv"] = enum_pv("Acquire_RBV", enums.ACQUIRE_RBV, 0, read_only=True,
@@ -58,32 +60,33 @@ def _ns() -> dict:
                       lower_ctrl_limit=0.0, upper_ctrl_limit=3600.0,
                       doc="Accepted for areaDetector clients; frames follow AcquireTime (no-op)."))
     ns.update(setting("num_images", "NumImages", 1, dtype=int, units="frames",
-                      lower_ctrl_limit=1, upper_ctrl_limit=MAX_INT32,
+                      lower_ctrl_limit=1, upper_ctrl_limit=INT32_MAX,
                       doc="Frames per acquisition; also copied into HDF1:NumCapture."))
     ns["num_images_counter"] = pvproperty(name="NumImagesCounter_RBV", value=0, read_only=True,
                                           units="frames", doc="Frames acquired in this acquisition.")
-    ns.update(setting("trigger_mode", "TriggerMode", "Internal", enum_strings=enums.TRIGGER_MODES,
+    ns.update(setting("trigger_mode", "TriggerMode", enums.TriggerMode.INTERNAL.value,
+                      enum_strings=enums.TRIGGER_MODES,
                       doc="Frame timing source. Internal and Software + Internal start at once; "
                           "the external modes arm and wait for triggers."))
     ns.update(setting("image_mode", "ImageMode", "Multiple", enum_strings=enums.IMAGE_MODES,
                       doc="Accepted for areaDetector clients; NumImages sets the frame count (no-op)."))
     ns["soft_trigger"] = enum_pv("SoftTrigger", enums.SOFT_TRIGGER, 0,
-                                 put=root_putter("soft_trigger_put"),
+                                 put=root_putter(handlers.soft_trigger_put),
                                  doc="In Software modes, advances to the next frame.")
     ns["soft_trigger_rbv"] = enum_pv("SoftTrigger_RBV", enums.SOFT_TRIGGER, 0, read_only=True,
                                      doc="Readback of SoftTrigger.")
-    ns["trigger"] = enum_pv("TRIGGER", enums.TRIGGER, 0, put=root_putter("soft_trigger_put"),
+    ns["trigger"] = enum_pv("TRIGGER", enums.TRIGGER, 0, put=root_putter(handlers.soft_trigger_put),
                             doc="Same as SoftTrigger (name used by ophyd's Xspress3 cam).")
-    ns.update(command("erase_cmd", "ERASE", "erase", strings=enums.ERASE,
+    ns.update(command("erase_cmd", "ERASE", handlers.erase, strings=enums.ERASE,
                       doc="Any write erases the frames used, the sums and the counters; the put "
                           "completes when the erase is done (milliseconds)."))
     ns.update(setting("erase_on_start", "EraseOnStart", "Yes", enum_strings=enums.NO_YES,
                       doc="Yes: each acquisition starts from zeroed sums and counters. Frame memory "
                           "used by a run is always cleared first, so no frame carries old counts."))
-    ns.update(command("update_cmd", "UPDATE", "update_arrays", strings=enums.NO_LABELS,
+    ns.update(command("update_cmd", "UPDATE", handlers.update_arrays, strings=enums.NO_LABELS,
                       doc="Posts the latest spectra and scalers now."))
     ns.update(setting("array_counter", "ArrayCounter", 0, dtype=int, lower_ctrl_limit=0,
-                      upper_ctrl_limit=MAX_INT32, persist=False,
+                      upper_ctrl_limit=INT32_MAX, persist=False,
                       doc="Frames read out; 0 at acquisition start, +1 per frame."))
     ns.update(setting("array_callbacks", "ArrayCallbacks", "Enable", enum_strings=enums.DISABLE_ENABLE,
                       doc="Enable: spectra go to the waveform PVs, the stream and the file writer."))
@@ -96,14 +99,14 @@ def _ns() -> dict:
                       doc="Calibration directory restored by RESTORE_SETTINGS / CONNECT."))
     ns.update(setting("config_save_path", "CONFIG_SAVE_PATH", "", dtype=ChannelType.CHAR,
                       doc="Directory that SAVE_SETTINGS writes calibration to."))
-    ns.update(command("connect_cmd", "CONNECT", "connect", strings=enums.CONNECT, doc="Opens the detector (again)."))
-    ns.update(command("disconnect_cmd", "DISCONNECT", "disconnect", strings=enums.DISCONNECT, doc="Stops and closes the detector."))
+    ns.update(command("connect_cmd", "CONNECT", handlers.connect, strings=enums.CONNECT, doc="Opens the detector (again)."))
+    ns.update(command("disconnect_cmd", "DISCONNECT", handlers.disconnect, strings=enums.DISCONNECT, doc="Stops and closes the detector."))
     ns["connected"] = enum_pv("CONNECTED", enums.CONNECTED, 0, read_only=True,
                               doc="Whether the detector is open.")
-    ns.update(command("reset_cmd", "RESET", "reset", strings=enums.RESET_CMD, doc="Stops any run and clears an Error state."))
-    ns.update(command("save_settings_cmd", "SAVE_SETTINGS", "save_sdk_settings", strings=enums.SAVE,
+    ns.update(command("reset_cmd", "RESET", handlers.reset, strings=enums.RESET_CMD, doc="Stops any run and clears an Error state."))
+    ns.update(command("save_settings_cmd", "SAVE_SETTINGS", handlers.save_sdk_settings, strings=enums.SAVE,
                       doc="Writes the SDK calibration to CONFIG_SAVE_PATH."))
-    ns.update(command("restore_settings_cmd", "RESTORE_SETTINGS", "restore_sdk_settings", strings=enums.RESTORE,
+    ns.update(command("restore_settings_cmd", "RESTORE_SETTINGS", handlers.restore_sdk_settings, strings=enums.RESTORE,
                       doc="Loads the SDK calibration from CONFIG_PATH."))
     ns.update(setting("num_channels", "NUM_CHANNELS", 1, dtype=int, units="channels",
                       lower_ctrl_limit=1, upper_ctrl_limit=256, persist=False,
@@ -129,7 +132,7 @@ def _ns() -> dict:
             ("frames_lost", "FramesLost_RBV", "Frames lost by the detector (overrun) in this run."),
     ):
         ns[attr] = pvproperty(name=name, value=0, read_only=True, doc=doc)
-    ns["max_spectra"] = pvproperty(name="MAX_SPECTRA", value=4096, doc="Accepted; bins are fixed (no-op).")
+    ns["max_spectra"] = pvproperty(name="MAX_SPECTRA", value=DEFAULT_BINS, doc="Accepted; bins are fixed (no-op).")
     ns["num_frames_config"] = pvproperty(name="NUM_FRAMES_CONFIG", value=0,
                                          doc="Accepted; frame memory is set by --frames-memory (no-op).")
     ns.update(setting("run_flags", "RUN_FLAGS", 0, enum_strings=enums.RUN_FLAGS,
@@ -144,10 +147,10 @@ def _ns() -> dict:
     ns.update(setting("debounce", "DEBOUNCE", 0, dtype=int, units="cycles", lower_ctrl_limit=0,
                       upper_ctrl_limit=255, doc="Trigger debounce in 80 MHz cycles."))
     ns.update(setting("record_min_x", "RecordMinX", 0, dtype=int, units="bins", lower_ctrl_limit=0,
-                      upper_ctrl_limit=4095,
+                      upper_ctrl_limit=DEFAULT_BINS - 1,
                       doc="First bin read out, streamed and written (partial spectrum)."))
-    ns.update(setting("record_size_x", "RecordSizeX", 4096, dtype=int, units="bins",
-                      lower_ctrl_limit=1, upper_ctrl_limit=4096,
+    ns.update(setting("record_size_x", "RecordSizeX", DEFAULT_BINS, dtype=int, units="bins",
+                      lower_ctrl_limit=1, upper_ctrl_limit=DEFAULT_BINS,
                       doc="Number of bins read out, streamed and written (partial spectrum)."))
     ns.update(setting("update_rate", "UpdateRate", 10.0, dtype=float, units="Hz", precision=1,
                       lower_ctrl_limit=0.1, upper_ctrl_limit=50.0,
@@ -159,9 +162,9 @@ def _ns() -> dict:
     ns.update(setting("color_mode", "ColorMode", "Mono", enum_strings=enums.COLOR_MODES,
                       doc="Always Mono (no-op)."))
     for attr, name, value in (("bin_x", "BinX", 1), ("bin_y", "BinY", 1), ("min_x", "MinX", 0),
-                              ("min_y", "MinY", 0), ("size_x", "SizeX", 4096), ("size_y", "SizeY", 1),
+                              ("min_y", "MinY", 0), ("size_x", "SizeX", DEFAULT_BINS), ("size_y", "SizeY", 1),
                               ("num_exposures", "NumExposures", 1)):
-        ns.update(setting(attr, name, value, dtype=int, lower_ctrl_limit=0, upper_ctrl_limit=MAX_INT32,
+        ns.update(setting(attr, name, value, dtype=int, lower_ctrl_limit=0, upper_ctrl_limit=INT32_MAX,
                           doc=f"ADBase {name}: accepted, no effect on the Xspress3 (no-op)."))
     ns.update(setting("gain", "Gain", 1.0, dtype=float, lower_ctrl_limit=0.0, upper_ctrl_limit=1e6,
                       doc="ADBase Gain: accepted, no effect (no-op)."))
@@ -194,7 +197,7 @@ def _ns() -> dict:
 
 class _DetectorBase(Xsp3Group):
     async def apply_setting(self, attr, value):
-        return await self.root.apply_setting(attr, value)
+        return await root_of(self).apply_setting(attr, value)
 
 
 DetectorPVs = type("DetectorPVs", (_DetectorBase,), _ns())

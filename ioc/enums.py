@@ -1,8 +1,12 @@
 """Enum strings of the IOC's PVs: the one place they are written down.
 
 They match the areaDetector Xspress3 IOC exactly, because clients built on
-ophyd-async compare them as strict enums.
+ophyd-async compare them as strict enums. Where xspress3.vocabulary holds the
+members (trigger modes, compressions, SCA columns), the tuples are built from it.
 """
+from enum import Enum
+
+from xspress3.vocabulary import SCA_LABELS, Compression, TriggerMode
 
 DETECTOR_STATES = ("Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting", "Error",
                    "Waiting", "Initializing", "Disconnected", "Aborted")
@@ -13,8 +17,7 @@ class State:
         DISCONNECTED, ABORTED = DETECTOR_STATES
 
 
-TRIGGER_MODES = ("Software", "Internal", "IDC", "TTL Veto Only", "TTL Both", "LVDS Veto Only",
-                 "LVDS Both", "Software + Internal")
+TRIGGER_MODES = tuple(mode.value for mode in TriggerMode)
 
 ACQUIRE = ("Done", "Acquire")
 ACQUIRE_RBV = ("Done", "Acquiring")
@@ -30,7 +33,17 @@ RUN_FLAGS = ("SCALERS & HIST", "PLAYB, SCALERS & HIST")
 SOFT_TRIGGER = ("Idle", "Trigger")
 TRIGGER = ("Do Nothing", "Trigger")
 ERASE = ("Done", "Erase")
-GATE = ("Closed", "Open")
+
+
+class Gate(str, Enum):
+    """SIM:Gate: the simulated veto gate."""
+
+    CLOSED = "Closed"
+    OPEN = "Open"
+
+
+GATE = tuple(g.value for g in Gate)
+
 
 TS_CONTROL = ("Erase/Start", "Start", "Stop", "Read", "Erase")
 TS_ACQUIRING = ("Done", "Acquiring")
@@ -44,11 +57,10 @@ CAPTURE = ("Done", "Capture")
 CAPTURE_RBV = ("Done", "Capturing")
 WRITE_STATUS = ("Write OK", "Write error")
 WRITE_FILE_RBV = ("Done", "Writing")
-COMPRESSION = ("None", "N-bit", "szip", "zlib", "Blosc", "BSLZ4", "LZ4", "JPEG")
+COMPRESSION = tuple(c.value for c in Compression)
 
 # SCA index k of C{n}SCA:{k}:Value_RBV
-SCA_NAMES = ("ClockTicks", "ResetTicks", "ResetCounts", "AllEvent", "AllGood", "Window1",
-             "Window2", "Pileup", "EventWidth", "DTFactor", "DTPercent")
+SCA_NAMES = SCA_LABELS
 
 # areaDetector plugin-base records (plugin_pvs): same strings as ADCore's templates.
 NO_LABELS = ("", "")           # a bo whose ZNAM/ONAM are empty (command-style records)
@@ -82,12 +94,14 @@ SWMR_SUPPORTED = ("Not Supported", "Supported")
 FILE_FORMAT = ("HDF5", "Invalid")
 FILE_FORMAT_RBV = ("HDF5", "Undefined")
 READ_FILE_RBV = ("Done", "Reading")
+DONE_DO = ("Done", "Do")            # command PVs without areaDetector strings of their own
+WRITE_FILE = ("Done", "Write")
+FLUSH = ("Done", "Flush")
+INJECT = ("Done", "Inject")
+CLEAR = ("Done", "Clear")
 OFF_ON = ("Off", "On")
 
 # ---- members for logic: compare these, not display strings ------------------------------
-from enum import Enum  # noqa: E402  (the string tuples above stay first, as the PVs list them)
-
-from xspress3.vocabulary import TriggerMode  # noqa: E402,F401  (det1:TriggerMode's members)
 
 
 class TsAction(str, Enum):

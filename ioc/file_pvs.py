@@ -9,10 +9,12 @@ from __future__ import annotations
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from . import adbase_pvs, enums, plugin_pvs
+from xspress3.vocabulary import INT32_MAX
+
+from . import adbase_pvs, enums, handlers, plugin_pvs
+from .handlers import root_of
 from .pvtypes import PATH_LENGTH, Xsp3Group, enum_pv, root_putter, setting, text_pv
 
-MAX_INT32 = 2**31 - 1
 XML_NAME_LENGTH = 2048   # NELM of areaDetector's XMLFileName
 
 #: EPICS record types of HDF1: PVs where the areaDetector IOC's differ from the default rule
@@ -39,7 +41,7 @@ def _ns() -> dict:
     ns.update(setting("file_template", "FileTemplate", "%s%s_%6.6d.h5", dtype=ChannelType.CHAR,
                       doc="printf template applied to (FilePath, FileName, FileNumber)."))
     ns.update(setting("file_number", "FileNumber", 0, dtype=int, lower_ctrl_limit=0,
-                      upper_ctrl_limit=MAX_INT32, doc="Number put into the next file name."))
+                      upper_ctrl_limit=INT32_MAX, doc="Number put into the next file name."))
     ns.update(setting("auto_increment", "AutoIncrement", "Yes", enum_strings=enums.NO_YES,
                       doc="Yes: FileNumber goes up by one after each file."))
     ns.update(setting("auto_save", "AutoSave", "No", enum_strings=enums.NO_YES,
@@ -47,11 +49,11 @@ def _ns() -> dict:
     ns.update(setting("file_write_mode", "FileWriteMode", "Stream", enum_strings=enums.FILE_WRITE_MODES,
                       doc="Stream is what the writer does; Single and Capture behave like Stream."))
     ns.update(setting("num_capture", "NumCapture", 1, dtype=int, lower_ctrl_limit=0,
-                      upper_ctrl_limit=MAX_INT32, units="frames",
+                      upper_ctrl_limit=INT32_MAX, units="frames",
                       doc="Frames per file; 0 = until Capture is set to 0. NumImages copies here."))
     ns["num_captured"] = pvproperty(name="NumCaptured_RBV", value=0, read_only=True, units="frames",
                                     doc="Frames written to the current file.")
-    ns["capture"] = enum_pv("Capture", enums.CAPTURE, 0, put=root_putter("capture_put"),
+    ns["capture"] = enum_pv("Capture", enums.CAPTURE, 0, put=root_putter(handlers.capture_put),
                             doc="1 opens a file for the next frames; 0 closes it. A put with callback "
                                 "completes when the file is closed.")
     ns["capture_rbv"] = enum_pv("Capture_RBV", enums.CAPTURE_RBV, 0, read_only=True,
@@ -63,7 +65,7 @@ def _ns() -> dict:
                                      doc="Whether FilePath is an existing writable directory.")
     ns["full_file_name"] = text_pv("FullFileName_RBV", "", read_only=True, length=PATH_LENGTH,
                                    doc="Path of the current or last file.")
-    ns["write_file"] = enum_pv("WriteFile", ("Done", "Write"), 0,
+    ns["write_file"] = enum_pv("WriteFile", enums.WRITE_FILE, 0,
                                doc="Accepted (no-op): frames are written as they arrive.")
     ns["write_file_rbv"] = enum_pv("WriteFile_RBV", enums.WRITE_FILE_RBV, 0, read_only=True,
                                    doc="Writing while a file is open.")
@@ -71,7 +73,8 @@ def _ns() -> dict:
                                  doc="Write error after a failure to open or write a file.")
     ns["write_message"] = text_pv("WriteMessage", "", read_only=True,
                                   doc="Why the last file operation failed, or what it did.")
-    ns.update(setting("compression", "Compression", "None", enum_strings=enums.COMPRESSION,
+    ns.update(setting("compression", "Compression", enums.Compression.NONE.value,
+                      enum_strings=enums.COMPRESSION,
                       doc="None, zlib, Blosc, BSLZ4 (bitshuffle+LZ4) or LZ4; N-bit, szip and JPEG "
                           "are rejected."))
     ns["frames_dropped"] = pvproperty(name="FramesDropped_RBV", value=0, read_only=True,
@@ -87,7 +90,7 @@ def _ns() -> dict:
                               ("num_frames_chunks", "NumFramesChunks", 0),
                               ("queue_size", "QueueSize", 4096), ("nd_array_address", "NDArrayAddress", 0),
                               ("array_counter", "ArrayCounter", 0)):
-        ns.update(setting(attr, name, value, dtype=int, lower_ctrl_limit=0, upper_ctrl_limit=MAX_INT32,
+        ns.update(setting(attr, name, value, dtype=int, lower_ctrl_limit=0, upper_ctrl_limit=INT32_MAX,
                           persist=False,
                           doc=f"ADCore {name}: accepted for client compatibility (no-op)."))
     ns.update(setting("xml_file_name", "XMLFileName", "", dtype=ChannelType.CHAR, persist=False,
@@ -97,7 +100,7 @@ def _ns() -> dict:
                                       length=XML_NAME_LENGTH, doc="Readback of XMLFileName.")
     ns.update(setting("nd_array_port", "NDArrayPort", "XSP3", dtype=ChannelType.STRING, persist=False,
                       doc="Accepted (no-op)."))
-    ns["flush_now"] = enum_pv("FlushNow", ("Done", "Flush"), 0,
+    ns["flush_now"] = enum_pv("FlushNow", enums.FLUSH, 0,
                               doc="Accepted: the writer flushes at least once a second anyway.")
     for attr, name in (("array_size0", "ArraySize0_RBV"), ("array_size1", "ArraySize1_RBV"),
                        ("array_size2", "ArraySize2_RBV"), ("unique_id", "UniqueId_RBV")):
@@ -119,7 +122,7 @@ def _ns() -> dict:
 
 class _FileBase(Xsp3Group):
     async def apply_setting(self, attr, value):
-        return await self.root.file_setting(attr, value)
+        return await root_of(self).file_setting(attr, value)
 
 
 FilePVs = type("FilePVs", (_FileBase,), _ns())

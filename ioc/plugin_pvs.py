@@ -643,7 +643,7 @@ class PluginGroup(Xsp3Group):
 
     async def on_put(self, name: str, value) -> None:
         if name == "EnableCallbacks":
-            self.stats.enabled = value in ("Enable", 1)
+            self.stats.enabled = value in (enums.DisableEnable.ENABLE, 1)
         elif name == "ArrayCounter":
             self.stats.counter = int(value)
         elif name == "DroppedArrays":

@@ -32,7 +32,10 @@ from caproto._data import SkipWrite
 from caproto.server import PVGroup, pvproperty
 from caproto.server import server as _server
 
-from . import record_fields
+from xspress3.vocabulary import INT32_MAX, INT32_MIN
+
+from . import enums, record_fields
+from .handlers import RootCommand, RootPut, root_of
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +285,7 @@ UNITS_BY_NAME = (
     ("Temperature", "C"), ("Rate", "Hz"), ("Time", "s"), ("Buffers", "buffers"),
     ("Threads", "threads"), ("Level", "level"), ("Dim", "elements"),
 )
-INT32 = (-2**31, 2**31 - 1)
+INT32 = (INT32_MIN, INT32_MAX)
 FLOAT_RANGE = (-1e12, 1e12)
 
 
@@ -417,7 +420,7 @@ def setting(attr: str, name: str, value: Any, *, doc: str, dtype=None,
         rbv = getattr(group, attr + "_rbv")
         await rbv.write(accepted)
         if persist:
-            group.root.setting_changed()
+            root_of(group).setting_changed()
         return accepted
 
     if dtype == ChannelType.ENUM or "enum_strings" in kw:
@@ -447,17 +450,20 @@ def record_type(prop: pvproperty, rtyp: str) -> pvproperty:
     return prop
 
 
-def root_putter(method: str):
-    """A putter that hands (instance, value) to the root group's `method`."""
+def root_putter(handler: RootPut):
+    """A putter that hands (instance, value) to the root group through `handler`,
+    one of the typed functions in ioc/handlers.py (e.g. ``handlers.acquire_put``)."""
     async def _put(group, instance, value):
-        return await getattr(group.root, method)(instance, value)
+        return await handler(root_of(group), instance, value)
     return _put
 
 
-def command(attr: str, name: str, handler: str, *, doc: str, strings=("Done", "Do")) -> dict:
-    """A bo-style command PV: any write calls ``root.<handler>()``; the put completes after it."""
+def command(attr: str, name: str, handler: RootCommand, *, doc: str,
+            strings=enums.DONE_DO) -> dict:
+    """A bo-style command PV: any write runs ``handler(root)`` (one of the typed
+    commands in ioc/handlers.py); the put completes after it."""
     async def _put(group, instance, new_value):
-        await getattr(group.root, handler)()
+        await handler(root_of(group))
         return 0
 
     return {attr: enum_pv(name, strings, 0, doc=doc, put=_put)}

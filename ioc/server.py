@@ -4,8 +4,8 @@ The run, series, capture, ROI and time-series state and the threads belong to
 `controller.RunController`, which imports no caproto. This group builds it with
 a `PvPublisher` (pv_publisher.py) that turns what it publishes into PV writes,
 reads the PVs a request needs into typed arguments, and hands the request on.
-The handler names below are what the PV groups call (pvtypes.root_putter,
-pvtypes.command, group.root.<name>).
+The handlers below are what the PV groups call, declared in handlers.RootHandlers
+(wired through pvtypes.root_putter and pvtypes.command).
 
 Threads (see db_docs/adr/0001-architecture.md):
 - the caproto event loop runs putters, PV updates and the controller's coroutines;

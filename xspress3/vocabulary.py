@@ -13,6 +13,8 @@ TICKS_PER_SECOND = 80_000_000
 
 #: Largest value of a 32-bit signed integer (EPICS LONG); the drive limit of integer PVs.
 INT32_MAX = 2**31 - 1
+#: Smallest value of a 32-bit signed integer (EPICS LONG).
+INT32_MIN = -2**31
 
 #: Bins of a full spectrum in normal mode (12 energy bits); the IOC's default.
 DEFAULT_BINS = 4096
