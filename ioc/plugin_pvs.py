@@ -51,6 +51,11 @@ def parse(text: str) -> list:
 
 # ---- the record sets (from ADCore's templates as the areaDetector Xspress3 IOC loads them)
 
+#: NDArrayBase's dimension records, in both the plugin base and det1:
+NDARRAY_DIMENSIONS = "".join(f"Dim{k}SA subArray LONG 1\nDim{k}SA_RBV subArray LONG 1\n"
+                             for k in range(10)) + \
+    "Dimensions waveform LONG 10\nDimensions_RBV waveform LONG 10\n"
+
 PLUGIN_BASE = """
 ADCoreVersion_RBV stringin STRING 1
 Acquire bo ENUM 1 TS_ACQUIRE
@@ -97,29 +102,7 @@ ColorMode_RBV mbbi ENUM 1 COLOR_MODES
 CompressedSize_RBV longin LONG 1
 DataType mbbo ENUM 1 DATA_TYPES
 DataType_RBV mbbi ENUM 1 DATA_TYPES
-Dim0SA subArray LONG 1
-Dim0SA_RBV subArray LONG 1
-Dim1SA subArray LONG 1
-Dim1SA_RBV subArray LONG 1
-Dim2SA subArray LONG 1
-Dim2SA_RBV subArray LONG 1
-Dim3SA subArray LONG 1
-Dim3SA_RBV subArray LONG 1
-Dim4SA subArray LONG 1
-Dim4SA_RBV subArray LONG 1
-Dim5SA subArray LONG 1
-Dim5SA_RBV subArray LONG 1
-Dim6SA subArray LONG 1
-Dim6SA_RBV subArray LONG 1
-Dim7SA subArray LONG 1
-Dim7SA_RBV subArray LONG 1
-Dim8SA subArray LONG 1
-Dim8SA_RBV subArray LONG 1
-Dim9SA subArray LONG 1
-Dim9SA_RBV subArray LONG 1
-Dimensions waveform LONG 10
-Dimensions_RBV waveform LONG 10
-DisorderedArrays longout LONG 1
+""" + NDARRAY_DIMENSIONS + """DisorderedArrays longout LONG 1
 DisorderedArrays_RBV longin LONG 1
 DriverVersion_RBV stringin STRING 1
 DroppedArrays longout LONG 1
@@ -403,29 +386,7 @@ ArraySize8_RBV longin LONG 1
 ArraySize9 longin LONG 1
 ArraySize9_RBV longin LONG 1
 BayerPattern_RBV mbbi ENUM 1 BAYER_PATTERNS
-Dim0SA subArray LONG 1
-Dim0SA_RBV subArray LONG 1
-Dim1SA subArray LONG 1
-Dim1SA_RBV subArray LONG 1
-Dim2SA subArray LONG 1
-Dim2SA_RBV subArray LONG 1
-Dim3SA subArray LONG 1
-Dim3SA_RBV subArray LONG 1
-Dim4SA subArray LONG 1
-Dim4SA_RBV subArray LONG 1
-Dim5SA subArray LONG 1
-Dim5SA_RBV subArray LONG 1
-Dim6SA subArray LONG 1
-Dim6SA_RBV subArray LONG 1
-Dim7SA subArray LONG 1
-Dim7SA_RBV subArray LONG 1
-Dim8SA subArray LONG 1
-Dim8SA_RBV subArray LONG 1
-Dim9SA subArray LONG 1
-Dim9SA_RBV subArray LONG 1
-Dimensions waveform LONG 10
-Dimensions_RBV waveform LONG 10
-ERASE_ArrayCounters dfanout DOUBLE 1
+""" + NDARRAY_DIMENSIONS + """ERASE_ArrayCounters dfanout DOUBLE 1
 ERASE_AttrReset dfanout DOUBLE 1
 ERASE_PROC_ResetFilter bo ENUM 1 NO_LABELS
 EmptyFreeList bo ENUM 1 NO_LABELS
