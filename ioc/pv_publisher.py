@@ -24,6 +24,19 @@ log = logging.getLogger(__name__)
 MONITOR_FLUSH_TIMEOUT_S = 0.5
 
 
+async def _command_and_readback(command, command_strings, readback, readback_strings,
+                                on: bool) -> None:
+    """A busy-style command (Acquire, Capture) and its readback. Going on, the command
+    then the readback; going off, the readback first, so a client that sees the
+    command back at Done finds its readback done too."""
+    if on:
+        await command.write(command_strings[1], verify_value=False)
+        await readback.write(readback_strings[1])
+    else:
+        await readback.write(readback_strings[0])
+        await command.write(command_strings[0], verify_value=False)
+
+
 class PvPublisher:
     """Implements controller.Publisher for the root group `ioc` (server.IocBase)."""
 
@@ -37,11 +50,8 @@ class PvPublisher:
             if value:
                 for ch in self.ioc.channels:   # plugin frame counts follow the new run
                     ch.plugins_run_started()
-                await det.acquire.write(enums.ACQUIRE[1], verify_value=False)
-                await det.acquire_rbv.write(enums.ACQUIRE_RBV[1])
-            else:
-                await det.acquire_rbv.write(enums.ACQUIRE_RBV[0])
-                await det.acquire.write(enums.ACQUIRE[0], verify_value=False)
+            await _command_and_readback(det.acquire, enums.ACQUIRE, det.acquire_rbv,
+                                        enums.ACQUIRE_RBV, bool(value))
         elif key is Out.DETECTOR_STATE:
             await det.detector_state.write(value)
         elif key is Out.ARRAY_COUNTER:
@@ -63,12 +73,8 @@ class PvPublisher:
         elif key is Out.CONNECTED:
             await det.connected.write(enums.CONNECTED[1 if value else 0])
         elif key is Out.CAPTURING:
-            if value:
-                await hdf.capture.write(enums.CAPTURE[1], verify_value=False)
-                await hdf.capture_rbv.write(enums.CAPTURE_RBV[1])
-            else:
-                await hdf.capture_rbv.write(enums.CAPTURE_RBV[0])
-                await hdf.capture.write(enums.CAPTURE[0], verify_value=False)
+            await _command_and_readback(hdf.capture, enums.CAPTURE, hdf.capture_rbv,
+                                        enums.CAPTURE_RBV, bool(value))
         elif key is Out.FILE_WRITING:
             await hdf.write_file_rbv.write(enums.WRITE_FILE_RBV[bool(value)])
         elif key is Out.FILE_NAME:
