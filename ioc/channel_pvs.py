@@ -18,7 +18,7 @@ from xspress3.vocabulary import DEFAULT_BINS, NUM_ROIS, NUM_SCAS
 from xspress3.writers.layout import NDATTR_SUFFIXES, ndattribute_name
 
 from . import enums, handlers
-from .plugin_pvs import DET1_CHANNEL, NDROISTAT_N, ROOT_EXTRA, declare, parse, plugin_group
+from .plugin_pvs import DET1_CHANNEL, DOCS, NDROISTAT_N, ROOT_EXTRA, declare, parse, plugin_group
 from .handlers import root_of
 from .pvtypes import Xsp3Group, enum_pv, record_type, root_putter, setting, text_pv
 
@@ -48,6 +48,11 @@ class _RoiBase(Xsp3Group):
     def stats(self) -> tuple:
         """Total, net, min, max and mean PVs (the columns of rois.roi_stats)."""
         return tuple(getattr(self, attr) for attr, *_ in _ROI_STAT_PVS)
+
+    @property
+    def ts_stats(self) -> tuple:
+        """TSTotal, TSNet, TSMinValue, TSMaxValue, TSMeanValue (the same columns)."""
+        return tuple(getattr(self, attr) for attr, *_ in _ROI_TS_PVS)
 
     async def apply_setting(self, attr, value):
         return await root_of(self).roi_setting(self, attr, value)
@@ -82,15 +87,32 @@ def _roi_namespace() -> dict:
 RoiPVs = type("RoiPVs", (_RoiBase,), _roi_namespace())
 
 
+#: The time-series PVs of an ROI, in the order of rois.STATS (the columns of roi_stats).
+_ROI_TS_PVS = (
+    ("ts_total", "TSTotal", "ROI total of every frame of the time series (TSCurrentPoint points)."),
+    ("ts_net", "TSNet", "ROI net (Net_RBV) of every frame of the time series."),
+    ("ts_min_value", "TSMinValue", "Smallest ROI bin of every frame of the time series."),
+    ("ts_max_value", "TSMaxValue", "Largest ROI bin of every frame of the time series."),
+    ("ts_mean_value", "TSMeanValue", "Mean ROI bin value of every frame of the time series."))
+#: Description of every TSTimestamp PV (the ROIs' and C{n}SCA:TS:'s)
+TS_TIMESTAMP_DOC = DOCS["TSTimestamp"]
+
+
 @functools.lru_cache(maxsize=None)
 def _roi_class(ts_points: int):
     """ROI group with a time series of `ts_points` points (one class per size)."""
-    ts_total = pvproperty(name="TSTotal", value=[0.0], dtype=float, max_length=ts_points,
-                      read_only=True, units="counts", max_subscription_backlog=WAVEFORM_BACKLOG,
-                      doc="ROI total of every frame of the time series (TSCurrentPoint points).")
-    ns = {"ts_total": ts_total}
+    ns = {}
+    for attr, name, doc in _ROI_TS_PVS:
+        ns[attr] = pvproperty(name=name, value=[0.0], dtype=float, max_length=ts_points,
+                              read_only=True, units="counts",
+                              max_subscription_backlog=WAVEFORM_BACKLOG, doc=doc)
+    ns["ts_timestamp"] = pvproperty(name="TSTimestamp", value=[0.0], dtype=float,
+                                    max_length=ts_points, read_only=True, units="s",
+                                    max_subscription_backlog=WAVEFORM_BACKLOG,
+                                    doc=TS_TIMESTAMP_DOC)
     served = {p.pvspec.name for p in vars(RoiPVs).values() if isinstance(p, pvproperty)}
-    ns.update(declare(parse(NDROISTAT_N), ts_points=ts_points, exclude=served | {"TSTotal"}))
+    served |= {p.pvspec.name for p in ns.values()}
+    ns.update(declare(parse(NDROISTAT_N), ts_points=ts_points, exclude=served))
     return type(f"RoiPVs{ts_points}", (RoiPVs,), ns)
 
 

@@ -611,7 +611,8 @@ class RunController:
         with self.readout.lock:
             return TimeSeriesView(
                 current=ts.current, acquiring=ts.acquiring,
-                totals={key: ts.ordered(arr) for key, arr in ts.data.items()},
+                rois={key: ts.ordered(ts.roi(key)) for key in ts.columns},
+                times=ts.ordered(ts.times) if ts.times is not None else None,
                 sca=ts.ordered(ts.sca) if ts.sca is not None else None)
 
     async def post_time_series(self) -> None:

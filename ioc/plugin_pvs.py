@@ -491,6 +491,8 @@ DOCS = {
     "EpicsTSSec_RBV": "EPICS seconds of the last frame this plugin handled.",
     "EpicsTSNsec_RBV": "EPICS nanoseconds of the last frame this plugin handled.",
     "PluginType_RBV": "areaDetector plugin class this prefix stands for.",
+    "TSTimestamp": "Seconds from its run's start to each frame's end: the frames' TIME "
+                   "scalers (80 MHz) summed.",
     "Reset": "Any write zeroes this ROI's Total/Net/Min/Max/Mean readbacks.",
     "DTC_FLAGS_RBV": "SDK deadtime-correction flags; the IOC's correction uses "
                      "C{n}:EventWidth only (driver/deadtime.py), so always 0.",

@@ -49,7 +49,8 @@ class TimeSeriesView:
 
     current: int
     acquiring: bool
-    totals: dict                  # (channel index, roi index) -> array(current)
+    rois: dict                    # (channel index, roi index) -> (current, 5): rois.STATS columns
+    times: Optional[np.ndarray]   # (current,) seconds from its run's start to each frame's end
     sca: Optional[np.ndarray]     # (current, channels, NUM_SCAS) or None
 
 

@@ -182,7 +182,12 @@ class PvPublisher:
                 if pv.value != value:
                     await pv.write(value, verify_value=False)
             for r in range(NUM_ROIS):
-                await _post_series(ch.rois[r].ts_total, view.totals.get((i, r)), current)
+                roi, stats = ch.rois[r], view.rois.get((i, r))
+                for column, pv in enumerate(roi.ts_stats):
+                    await _post_series(pv, None if stats is None else stats[:, column], current)
+                await _post_series(roi.ts_timestamp, None if stats is None else view.times,
+                                   current)
+            await _post_series(ch.sca_ts_plugin.pv_named("TSTimestamp"), view.times, current)
             for k in range(NUM_SCAS):
                 column = sca[:, i, k] if sca is not None and i < sca.shape[1] else None
                 await _post_series(getattr(ch, f"sca_ts{k}"), column, current)

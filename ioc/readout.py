@@ -26,12 +26,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from xspress3.driver import Scaler, Xspress3Error, compute as deadtime
-from xspress3.vocabulary import NUM_SCALERS, NUM_SCAS, SCA_SCALERS, Sca
+from xspress3.vocabulary import NUM_SCALERS, NUM_SCAS, SCA_SCALERS, TICKS_PER_SECOND, Sca
 from xspress3.writers.consumer import SeriesConsumer
 from xspress3.writers.wire import FrameBlock
 
 from .enums import TsAction
-from .rois import RoiTable, roi_stats, roi_totals
+from .rois import NUM_STATS, RoiLayout, RoiTable, block_stats, roi_stats
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ MAX_BLOCK_BYTES = 8 << 20     # a block holds at most this much spectrum data
 MAX_BLOCK_FRAMES = 1024
 CIRCULAR_HIGH_WATER = 0.75    # fraction of frame memory unread before consumers lose frames
 ALL_GOOD = int(Scaler.ALL_GOOD)
+TIME = int(Scaler.TIME)
 
 
 @dataclass(frozen=True)
@@ -92,19 +93,24 @@ class RunEnd:
 @dataclass
 class TimeSeries:
     """Per-frame values of the frames recorded while the time series runs: the
-    totals of the used ROIs (MCA{n}ROI:{r}:TSTotal) and the SCA values (vocabulary.Sca) of every
-    channel (C{n}SCA:{k}:TSArrayValue, C{n}SCA:TS:{k}:TimeSeries).
+    statistics of the used ROIs (rois.STATS: MCA{n}ROI:{r}:TSTotal, TSNet,
+    TSMinValue, TSMaxValue, TSMeanValue), each frame's time stamp (TSTimestamp)
+    and the SCA values (vocabulary.Sca) of every channel (C{n}SCA:{k}:TSArrayValue,
+    C{n}SCA:TS:{k}:TimeSeries).
 
     One series serves all of them, so they always cover the same frames. In
     fixed-length mode recording stops when `points` frames are held; in circular
-    mode it goes on and keeps the newest `points` frames.
+    mode it goes on and keeps the newest `points` frames. An ROI not used for some
+    of the frames reads 0 there.
     """
     points: int
     written: int = 0             # frames recorded since the last erase
     acquiring: bool = False
     manual: bool = False
     circular: bool = False
-    data: dict = field(default_factory=dict)   # (channel index, roi index) -> array(points)
+    columns: dict = field(default_factory=dict)   # (channel index, roi index) -> column of `stats`
+    stats: Optional[np.ndarray] = None         # (points, columns, NUM_STATS)
+    times: Optional[np.ndarray] = None         # (points,) seconds since the frame's run started
     sca: Optional[np.ndarray] = None           # (points, channels, NUM_SCAS)
 
     @property
@@ -114,8 +120,8 @@ class TimeSeries:
 
     def erase(self) -> None:
         self.written = 0
-        self.data.clear()
-        self.sca = None
+        self.columns.clear()
+        self.stats = self.times = self.sca = None
 
     def run_started(self) -> None:
         """An acquisition starts: record it from an empty series, unless a user
@@ -147,23 +153,48 @@ class TimeSeries:
         keep = min(n, self.points)
         return (self.written + n - keep + np.arange(keep)) % self.points, slice(n - keep, n)
 
-    def append(self, totals: dict, sca: np.ndarray) -> None:
-        """totals: (ch, r) -> array of n frame totals; sca: (n, channels, NUM_SCAS)."""
+    def _columns_of(self, keys: tuple) -> np.ndarray:
+        """Columns of `stats` for these ROIs, adding columns for ROIs not seen yet."""
+        new = [key for key in keys if key not in self.columns]
+        if new:
+            for key in new:
+                self.columns[key] = len(self.columns)
+            grown = np.zeros((self.points, len(self.columns), NUM_STATS))
+            if self.stats is not None:
+                grown[:, :self.stats.shape[1]] = self.stats
+            self.stats = grown
+        return np.array([self.columns[key] for key in keys], dtype=np.intp)
+
+    def append(self, keys: tuple, stats: np.ndarray, sca: np.ndarray,
+               times: np.ndarray) -> None:
+        """n frames: stats (n, len(keys), NUM_STATS) of the ROIs `keys` ((ch, r) each),
+        sca (n, channels, NUM_SCAS), times (n,) seconds."""
         if not self.acquiring:
             return
         n = sca.shape[0]
         where, kept = self._slots(n)
         if self.sca is None or self.sca.shape[1:] != sca.shape[1:]:
             self.sca = np.zeros((self.points,) + sca.shape[1:])
+        if self.times is None:
+            self.times = np.zeros(self.points)
         self.sca[where] = sca[kept]
-        for key, values in totals.items():
-            arr = self.data.get(key)
-            if arr is None:
-                arr = self.data[key] = np.zeros(self.points)
-            arr[where] = values[kept]
+        self.times[where] = times[kept]
+        columns = self._columns_of(keys)
+        if self.stats is not None:
+            if columns.size != self.stats.shape[1] or \
+                    not np.array_equal(columns, np.arange(columns.size)):
+                self.stats[where] = 0.0          # ROIs not used for these frames read 0
+                self.stats[where[:, None], columns] = stats[kept]
+            else:
+                self.stats[where] = stats[kept]
         self.written += n if self.circular else where.size
         if not self.circular and self.written >= self.points:
             self.acquiring = False
+
+    def roi(self, key: tuple) -> Optional[np.ndarray]:
+        """(points, NUM_STATS) of one ROI in storage order, or None if never recorded."""
+        column = self.columns.get(key)
+        return None if column is None else self.stats[:, column]
 
     def ordered(self, arr: np.ndarray) -> np.ndarray:
         """The held points of one array, oldest first (a copy)."""
@@ -287,6 +318,8 @@ class Readout(threading.Thread):
         self.sca_sums: Optional[np.ndarray] = None   # (ch, NUM_SCAS): SCA values summed over frames
         self.ts = TimeSeries(ts_points)
         self.buffers = SpectrumBuffers()
+        self._layout: tuple = (None, None)   # (key, RoiLayout) of the last block's ROIs
+        self._run_ticks = 0.0                # TIME ticks of the run's frames read so far
 
     # ---- called from the event loop -------------------------------------------------
     def begin(self, driver, plan: RunPlan) -> None:
@@ -335,6 +368,7 @@ class Readout(threading.Thread):
         last_post = 0.0
         latest: Optional[FrameBlock] = None
         shape = block_shape(plan.channels, plan.num_bins)
+        self._run_ticks = 0.0
         with self.lock:
             if self.sums is None or self.sums.shape != (plan.channels, plan.full_bins):
                 self.sums = np.zeros((plan.channels, plan.full_bins), dtype=np.uint64)
@@ -422,8 +456,12 @@ class Readout(threading.Thread):
                           scalers=scalers, dtfactor=factor, dtpercent=percent)
 
     def _account(self, plan: RunPlan, block: FrameBlock) -> None:
-        """Running sums and ROI time series over the whole block."""
+        """Running sums and the time series over the whole block."""
         lo, hi = plan.first_bin, plan.first_bin + plan.num_bins
+        # each frame's end in seconds since the run started, from the TIME scalers
+        ticks = np.cumsum(block.scalers[:, 0, TIME], dtype=np.float64)
+        ticks += self._run_ticks
+        self._run_ticks = float(ticks[-1])
         with self.lock:
             if block.spectra.dtype == np.uint32:
                 # A bin's sum over the block is at most the channel's histogrammed events
@@ -436,7 +474,20 @@ class Readout(threading.Thread):
             sca = sca_values(block.scalers, block.dtfactor, block.dtpercent, plan.event_width)
             self.sca_sums += sca.sum(axis=0)
             if self.ts.acquiring:
-                self.ts.append(roi_totals(self.rois, block.spectra, plan.first_bin), sca)
+                layout = self.roi_layout(plan)
+                self.ts.append(layout.keys, block_stats(layout, block.spectra), sca,
+                               ticks / TICKS_PER_SECOND)
+
+    def roi_layout(self, plan: RunPlan) -> RoiLayout:
+        """The layout of the ROI table in force over this run's blocks (made again only
+        when the table, which is replaced whole on every change, or the run's shape changes)."""
+        table = self.rois
+        key = (plan.channels, plan.first_bin, plan.num_bins, plan.full_bins)
+        held, layout = self._layout
+        if held is None or held[0] is not table or held[1:] != key:
+            layout = RoiLayout.of(table, *key)
+            self._layout = ((table,) + key, layout)
+        return layout
 
     def _deliver(self, driver, plan: RunPlan, block: FrameBlock, read: int) -> None:
         for consumer in self.consumers:
@@ -472,7 +523,9 @@ class Readout(threading.Thread):
             sums = self.sums.astype(np.float64)
             sca_sums = self.sca_sums.copy()
             ts_point = self.ts.current
+        # from the recorded bins, as the time series: the same code gives the same values
+        rois = roi_stats(self.rois, last, plan.first_bin, plan.full_bins)
         return FrameSummary(run_id=plan.run_id, frames_read=read, frames_acquired=acquired,
                             frame_number=block.first_frame + block.count,
-                            spectra=spectra, sca=sca, rois=roi_stats(self.rois, spectra),
+                            spectra=spectra, sca=sca, rois=rois,
                             sums=sums, sca_sums=sca_sums, ts_point=ts_point)
