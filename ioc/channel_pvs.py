@@ -232,6 +232,10 @@ PLUGINS = (("roi_plugin", "ROI{n}:", "ROI"), ("mca_plugin", "MCA{n}:", "StdArray
            ("roisum_plugin", "ROISUM{n}:", "ROISum"), ("mcasum_plugin", "MCASUM{n}:", "StdArrays"),
            ("roistat_plugin", "MCA{n}ROI:", "ROIStat"), ("sca_plugin", "C{n}SCA:", "Attribute"),
            ("sca_ts_plugin", "C{n}SCA:TS:", "TimeSeries"))
+#: plugin -> the plugin that feeds it frames, as areaDetector's NDArrayPort chain: a
+#: disabled plugin stops the work of those downstream of it
+UPSTREAM = {"mca_plugin": "roi_plugin", "mcasum_plugin": "roisum_plugin",
+            "sca_ts_plugin": "sca_plugin"}
 #: names the channel group itself serves under C{n}SCA:TS: (with their logic)
 _SCA_TS_OWN = ("TSAcquire", "TSNumPoints", "TSCurrentPoint", "TSAcquiring", "TSRead",
                "TSAcquireMode")
@@ -288,6 +292,12 @@ class _ChannelBase(Xsp3Group):
         proc = getattr(self, "proc_plugin", None)
         return out + [proc] if proc is not None else out
 
+    def working(self, attr: str) -> bool:
+        """Whether plugin `attr` (a PLUGINS attribute) does its work: it and every
+        plugin feeding it have EnableCallbacks Enable."""
+        up = UPSTREAM.get(attr)
+        return getattr(self, attr).enabled and (up is None or self.working(up))
+
     def plugins_run_started(self) -> None:
         """A new acquisition: the frame numbering starts again (see plugin_stats)."""
         for plugin in self.plugins:
@@ -296,7 +306,8 @@ class _ChannelBase(Xsp3Group):
     async def post_spectra(self, s, i: int) -> None:
         """Post channel i's part of a frame summary, as areaDetector's plugin chain would:
         ROI{n}: MinX/SizeX select the bins MCA{n}:ArrayData shows; a plugin with
-        EnableCallbacks Disable neither counts nor updates its PVs."""
+        EnableCallbacks Disable, or fed by one (UPSTREAM), neither counts nor updates
+        its PVs (pv_publisher gates the ROI statistics and SCA PVs the same way)."""
         now = time.time()
         spectrum = s.spectra[i]
         roi = self.roi_plugin
@@ -304,11 +315,15 @@ class _ChannelBase(Xsp3Group):
         size = int(roi.pv_named("SizeX").value)
         size = len(spectrum) - first if size <= 0 else size   # 0: to the last bin
         cropped = spectrum[first:first + size]
-        for plugin in self.plugins:
-            plugin.stats.handled(s.frame_number)
-        if roi.enabled and self.mca_plugin.enabled:
+        for attr, _, _ in PLUGINS:
+            up = UPSTREAM.get(attr)
+            getattr(self, attr).stats.handled(s.frame_number, up is None or self.working(up))
+        proc = getattr(self, "proc_plugin", None)
+        if proc is not None:
+            proc.stats.handled(s.frame_number)
+        if self.working("mca_plugin"):
             await self.spectrum.write(cropped, verify_value=False)
-        if s.sums is not None and self.mcasum_plugin.enabled:
+        if s.sums is not None and self.working("mcasum_plugin"):
             await asyncio.sleep(0)   # let the loop serve clients between big writes
             await self.spectrum_sum.write(s.sums[i], verify_value=False)
         await asyncio.sleep(0)

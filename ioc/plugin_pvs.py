@@ -21,6 +21,7 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 
 from . import enums
+from .handlers import root_of
 from .plugin_stats import PluginStats
 from .pvtypes import Xsp3Group, enum_pv, record_type, text_pv
 
@@ -476,7 +477,8 @@ DOCS = {
     "ArrayRate_RBV": "Frames per second this plugin handled (over the last second or more).",
     "DroppedArrays": "Frames this plugin dropped; a write sets the count (0 resets it).",
     "DroppedArrays_RBV": "Frames this plugin dropped (not published) since the last reset.",
-    "EnableCallbacks": "Disable: this plugin stops handling frames (its PVs stop updating).",
+    "EnableCallbacks": "Disable: this plugin and those it feeds stop handling frames "
+                       "(their counters and data PVs stop updating).",
     "EnableCallbacks_RBV": "Readback of EnableCallbacks.",
     "ArraySize0_RBV": "Bins of the array this plugin serves.",
     "ArraySizeX_RBV": "Bins of the array this plugin serves.",
@@ -606,7 +608,12 @@ class PluginGroup(Xsp3Group):
 
     async def on_put(self, name: str, value) -> None:
         if name == "EnableCallbacks":
+            was = self.stats.enabled
             self.stats.enabled = value in (enums.DisableEnable.ENABLE, 1)
+            if self.stats.enabled and not was and self.kind in ("ROIStat", "Attribute",
+                                                                "TimeSeries"):
+                # back at work: its time series show what is held now (as a TSRead)
+                await root_of(self).update_arrays()
         elif name == "ArrayCounter":
             self.stats.counter = int(value)
         elif name == "DroppedArrays":

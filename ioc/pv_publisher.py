@@ -133,22 +133,25 @@ class PvPublisher:
             # ArrayCounter/ArrayRate_RBV): channel_pvs.post_spectra
             await ch.post_spectra(s, i)
             await asyncio.sleep(0)
-            for k in range(NUM_SCAS):
-                await getattr(ch, f"sca{k}").write(float(s.sca[i, k]), verify_value=False)
+            if ch.working("sca_plugin"):            # C{n}SCA: EnableCallbacks
+                for k in range(NUM_SCAS):
+                    await getattr(ch, f"sca{k}").write(float(s.sca[i, k]), verify_value=False)
             await ch.dt_factor.write(float(s.sca[i, Sca.DT_FACTOR]), verify_value=False)
             await ch.dead_time.write(float(s.sca[i, Sca.DT_PERCENT]), verify_value=False)
-            if s.sca_sums is not None:
+            if s.sca_sums is not None and ch.working("sca_plugin"):
                 await asyncio.sleep(0)
                 for k in range(NUM_SCAS):
                     await getattr(ch, f"sca_sum{k}").write(float(s.sca_sums[i, k]),
                                                            verify_value=False)
-            for r in np.flatnonzero(rois_used[i]):
-                await asyncio.sleep(0)
-                roi = ch.rois[r]
-                for pv, value in zip(roi.stats, s.rois[i, r]):
-                    await pv.write(float(value), verify_value=False)
-            if ch.ts_current_point.value != s.ts_point:
-                await ch.ts_current_point.write(s.ts_point)
+            if ch.working("roistat_plugin"):        # MCA{n}ROI: EnableCallbacks
+                for r in np.flatnonzero(rois_used[i]):
+                    await asyncio.sleep(0)
+                    roi = ch.rois[r]
+                    for pv, value in zip(roi.stats, s.rois[i, r]):
+                        await pv.write(float(value), verify_value=False)
+                if ch.ts_current_point.value != s.ts_point:
+                    await ch.ts_current_point.write(s.ts_point)
+            if ch.working("sca_ts_plugin") and ch.sca_ts_current_point.value != s.ts_point:
                 await ch.sca_ts_current_point.write(s.ts_point)
 
     async def zero_counters(self, spectra: bool) -> None:
@@ -157,41 +160,59 @@ class PvPublisher:
         bins = self.ioc.bins
         zeros = np.zeros(bins)
         for ch in self.ioc.channels:
-            if np.any(ch.spectrum_sum.value):
+            if np.any(ch.spectrum_sum.value) and ch.working("mcasum_plugin"):
                 await ch.spectrum_sum.write(zeros, verify_value=False)
-            scalars = [(getattr(ch, f"sca{k}"), 0.0) for k in range(NUM_SCAS)]
-            scalars += [(getattr(ch, f"sca_sum{k}"), 0.0) for k in range(NUM_SCAS)]
-            scalars += [(ch.dt_factor, 1.0), (ch.dead_time, 0.0)]
-            for roi in ch.rois:
-                scalars += [(pv, 0.0) for pv in roi.stats]
+            # a plugin that does not work (EnableCallbacks) keeps what it shows
+            scalars = [(ch.dt_factor, 1.0), (ch.dead_time, 0.0)]
+            if ch.working("sca_plugin"):
+                scalars += [(getattr(ch, f"sca{k}"), 0.0) for k in range(NUM_SCAS)]
+                scalars += [(getattr(ch, f"sca_sum{k}"), 0.0) for k in range(NUM_SCAS)]
+            if ch.working("roistat_plugin"):
+                for roi in ch.rois:
+                    scalars += [(pv, 0.0) for pv in roi.stats]
             for pv, value in scalars:
                 if pv.value != value:
                     await pv.write(value, verify_value=False)
         if spectra:
             for ch in self.ioc.channels:
-                await ch.spectrum.write([0.0] * bins)
+                if ch.working("mca_plugin"):
+                    await ch.spectrum.write([0.0] * bins)
 
     # ---- time series ---------------------------------------------------------------------
     async def post_time_series(self, view: TimeSeriesView) -> None:
+        """Each channel's series through its plugins: MCA{n}ROI: (ROI statistics),
+        C{n}SCA: (TSArrayValue) and C{n}SCA:TS: (TimeSeries); a plugin that does not
+        work (EnableCallbacks Disable, see channel_pvs.working) is not updated."""
         current, acquiring, sca = view.current, view.acquiring, view.sca
+        acquiring_string = enums.TS_ACQUIRING[acquiring]
         for i, ch in enumerate(self.ioc.channels):
-            for pv, value in ((ch.ts_current_point, current), (ch.sca_ts_current_point, current),
-                              (ch.ts_acquiring, enums.TS_ACQUIRING[acquiring]),
-                              (ch.sca_ts_acquiring, enums.TS_ACQUIRING[acquiring]),
-                              (ch.sca_ts_acquire, enums.TS_ACQUIRE[acquiring])):
-                if pv.value != value:
+            roistat, sca_attr, sca_ts = (ch.working("roistat_plugin"), ch.working("sca_plugin"),
+                                         ch.working("sca_ts_plugin"))
+            for pv, value, works in (
+                    (ch.ts_current_point, current, roistat),
+                    (ch.ts_acquiring, acquiring_string, roistat),
+                    (ch.sca_ts_current_point, current, sca_ts),
+                    (ch.sca_ts_acquiring, acquiring_string, sca_ts),
+                    (ch.sca_ts_acquire, enums.TS_ACQUIRE[acquiring], sca_ts)):
+                if works and pv.value != value:
                     await pv.write(value, verify_value=False)
-            for r in range(NUM_ROIS):
-                roi, stats = ch.rois[r], view.rois.get((i, r))
-                for column, pv in enumerate(roi.ts_stats):
-                    await _post_series(pv, None if stats is None else stats[:, column], current)
-                await _post_series(roi.ts_timestamp, None if stats is None else view.times,
+            if roistat:
+                for r in range(NUM_ROIS):
+                    roi, stats = ch.rois[r], view.rois.get((i, r))
+                    for column, pv in enumerate(roi.ts_stats):
+                        await _post_series(pv, None if stats is None else stats[:, column],
+                                           current)
+                    await _post_series(roi.ts_timestamp, None if stats is None else view.times,
+                                       current)
+            if sca_ts:
+                await _post_series(ch.sca_ts_plugin.pv_named("TSTimestamp"), view.times,
                                    current)
-            await _post_series(ch.sca_ts_plugin.pv_named("TSTimestamp"), view.times, current)
             for k in range(NUM_SCAS):
                 column = sca[:, i, k] if sca is not None and i < sca.shape[1] else None
-                await _post_series(getattr(ch, f"sca_ts{k}"), column, current)
-                await _post_series(getattr(ch, f"sca_ts_series{k}"), column, current)
+                if sca_attr:
+                    await _post_series(getattr(ch, f"sca_ts{k}"), column, current)
+                if sca_ts:
+                    await _post_series(getattr(ch, f"sca_ts_series{k}"), column, current)
 
 
 async def _post_series(pv, values, current: int) -> None:
