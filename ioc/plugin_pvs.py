@@ -619,21 +619,43 @@ class PluginGroup(Xsp3Group):
         elif name == "DroppedArrays":
             self.stats.dropped = int(value)
 
+    async def reset_counters(self) -> None:
+        """det1:ERASE: counts start again from 0 (areaDetector's ERASE_ArrayCounters
+        writes 0 to every plugin's ArrayCounter)."""
+        self.stats.reset()
+        for name in ("ArrayCounter", "DroppedArrays"):
+            pv = self._by_name.get(name)
+            if pv is not None and pv.value != 0:
+                await pv.write(0, verify_value=False)
+        await self._post(self._counters())
+
+    async def idle(self) -> None:
+        """No frames coming (between runs): the rate decays to 0 (PluginStats.idle)."""
+        self.stats.idle()
+        await self._post(self._counters())
+
+    def _counters(self) -> dict:
+        s = self.stats
+        return {"ArrayCounter_RBV": s.counter, "ArrayRate_RBV": s.rate,
+                "DroppedArrays_RBV": s.dropped}
+
+    async def _post(self, values: dict) -> None:
+        for name, value in values.items():
+            pv = self._by_name.get(name)
+            if pv is not None and pv.value != value:
+                await pv.write(value, verify_value=False)
+
     async def publish(self, frame_number: int, bins: int, timestamp: float) -> None:
         """Post the counters, rate and array description after the plugin handled frames."""
         s = self.stats
-        values = {"ArrayCounter_RBV": s.counter, "ArrayRate_RBV": s.rate,
-                  "DroppedArrays_RBV": s.dropped}
+        values = self._counters()
         if s.counter:
             values.update({"UniqueId_RBV": frame_number, "TimeStamp_RBV": timestamp,
                            "EpicsTSSec_RBV": int(timestamp), "EpicsTSNsec_RBV":
                            int((timestamp % 1) * 1e9), "ArraySize0_RBV": bins,
                            "ArraySizeX_RBV": bins, "ArraySize_RBV": bins * 8,
                            "NDimensions_RBV": 1, "Dim0SA_RBV": bins, "Dim0SA": bins})
-        for name, value in values.items():
-            pv = self._by_name.get(name)
-            if pv is not None and pv.value != value:
-                await pv.write(value, verify_value=False)
+        await self._post(values)
 
 
 @functools.lru_cache(maxsize=None)

@@ -76,6 +76,12 @@ class Publisher(Protocol):
         """Sums, SCAs and ROI statistics back to their erased values (and the
         spectra, if `spectra`)."""
 
+    async def plugins_erased(self) -> None:
+        """det1:ERASE: every plugin's counters (ArrayCounter, DroppedArrays) start again."""
+
+    async def plugins_idle(self) -> None:
+        """No run: the plugins' frame rates decay to 0 (called at run end and periodically)."""
+
     async def detector_changed(self, driver: Optional[Xspress3]) -> None:
         """The detector was opened or closed: describe it (None: not connected)."""
 

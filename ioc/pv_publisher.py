@@ -15,6 +15,7 @@ from xspress3.driver import Xspress3
 from xspress3.vocabulary import NUM_ROIS, NUM_SCAS, Sca
 
 from . import enums
+from .plugin_stats import PluginStats
 from .publisher import Out, TimeSeriesView
 from .readout import FrameSummary
 
@@ -42,6 +43,8 @@ class PvPublisher:
 
     def __init__(self, ioc):
         self.ioc = ioc
+        #: HDF1:'s NDPluginBase counters: the frames the file writer wrote while capturing
+        self.file_stats = PluginStats()
 
     # ---- single values -----------------------------------------------------------------
     async def publish(self, key: Out, value: Any) -> None:
@@ -73,6 +76,8 @@ class PvPublisher:
         elif key is Out.CONNECTED:
             await det.connected.write(enums.CONNECTED[1 if value else 0])
         elif key is Out.CAPTURING:
+            if value:
+                self.file_stats.run_started()     # each file counts its frames from 0
             await _command_and_readback(hdf.capture, enums.CAPTURE, hdf.capture_rbv,
                                         enums.CAPTURE_RBV, bool(value))
         elif key is Out.FILE_WRITING:
@@ -89,12 +94,40 @@ class PvPublisher:
             written, dropped = value
             await hdf.num_captured.write(written)
             await hdf.frames_dropped.write(dropped)
+            self.file_stats.handled(written)
+            await self._post_file_counters()
         elif key is Out.WRITE_STATUS:
             ok, message = value
             await hdf.write_status.write(0 if ok else 1)
             await hdf.write_message.write(message[:255])
         else:
             raise KeyError(key)
+
+    async def _post_file_counters(self) -> None:
+        hdf, s = self.ioc.hdf, self.file_stats
+        if hdf.array_counter_rbv.value != s.counter:
+            await hdf.array_counter_rbv.write(s.counter)
+        if hdf.ad_arrayrate_rbv.value != s.rate:
+            await hdf.ad_arrayrate_rbv.write(s.rate)
+
+    def set_file_counter(self, value: int) -> None:
+        """HDF1:ArrayCounter: the file writer's count goes on from `value`."""
+        self.file_stats.counter = int(value)
+
+    async def plugins_erased(self) -> None:
+        for ch in self.ioc.channels:
+            for plugin in ch.plugins:
+                await plugin.reset_counters()
+        self.file_stats.reset()
+        await self.ioc.hdf.array_counter.write(0, verify_value=False)
+        await self._post_file_counters()
+
+    async def plugins_idle(self) -> None:
+        for ch in self.ioc.channels:
+            for plugin in ch.plugins:
+                await plugin.idle()
+        self.file_stats.idle()
+        await self._post_file_counters()
 
     async def status(self, message: str, state: Optional[str] = None) -> None:
         det = self.ioc.det

@@ -58,6 +58,12 @@ class RecordingPublisher:
     async def zero_counters(self, spectra):
         self.calls.append(("zero", spectra))
 
+    async def plugins_erased(self):
+        self.calls.append(("plugins_erased",))
+
+    async def plugins_idle(self):
+        self.calls.append(("plugins_idle",))
+
     async def detector_changed(self, driver):
         self.calls.append(("detector", driver))
 
