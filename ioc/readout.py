@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_BLOCK_BYTES = 8 << 20     # a block holds at most this much spectrum data
 MAX_BLOCK_FRAMES = 1024
+#: Frames are read and accounted this many bytes at a time (the 1 MiB L2 cache of a core)
+CHUNK_BYTES = 1 << 20
 CIRCULAR_HIGH_WATER = 0.75    # fraction of frame memory unread before consumers lose frames
 ALL_GOOD = int(Scaler.ALL_GOOD)
 TIME = int(Scaler.TIME)
@@ -320,6 +322,7 @@ class Readout(threading.Thread):
         self.buffers = SpectrumBuffers()
         self._layout: tuple = (None, None)   # (key, RoiLayout) of the last block's ROIs
         self._run_ticks = 0.0                # TIME ticks of the run's frames read so far
+        self._scratches: dict = {}           # _scratch arrays by (name, shape, dtype)
 
     # ---- called from the event loop -------------------------------------------------
     def begin(self, driver, plan: RunPlan) -> None:
@@ -396,7 +399,6 @@ class Readout(threading.Thread):
                     outcome, message = Outcome.ERROR, str(ex)
                     break
                 read += n
-                self._account(plan, block)
                 self._deliver(driver, plan, block, read)
                 latest = block
                 now = time.monotonic()
@@ -443,40 +445,82 @@ class Readout(threading.Thread):
             return False
 
     def _read_block(self, driver, plan: RunPlan, first: int, n: int, shape: tuple) -> FrameBlock:
-        spectra = self.buffers.take(n, shape)
+        """Read n frames from `first` and account them (_account), chunk by chunk: each
+        chunk is summed and its ROI statistics taken right after it is read, while it
+        is still in the core's cache (read whole, an 8 MiB block had left the cache
+        before the sums and ROI passes came back to it)."""
+        raw = self.buffers.take(n, shape)
         scalers = np.empty((n, plan.channels, NUM_SCALERS), dtype=np.uint32)
-        driver.read_spectra(spectra, first, first_bin=plan.first_bin)
         driver.read_scalers(scalers, first)
+        factor, percent = deadtime(scalers, plan.event_width)
+        spectra = np.empty(raw.shape) if plan.dtc else raw
+
+        def fill(part: slice) -> None:
+            driver.read_spectra(raw[part], first + part.start, first_bin=plan.first_bin)
+            if plan.dtc:
+                np.multiply(raw[part], factor[part, :, None], out=spectra[part])
+
+        block = FrameBlock(first_frame=plan.first_frame_number + first, spectra=spectra,
+                           scalers=scalers, dtfactor=factor, dtpercent=percent)
+        self._account(plan, block, fill)
         if plan.circular:
             driver.ack(first, n)
-        factor, percent = deadtime(scalers, plan.event_width)
-        if plan.dtc:
-            spectra = spectra * factor[:, :, None]
-        return FrameBlock(first_frame=plan.first_frame_number + first, spectra=spectra,
-                          scalers=scalers, dtfactor=factor, dtpercent=percent)
+        return block
 
-    def _account(self, plan: RunPlan, block: FrameBlock) -> None:
-        """Running sums and the time series over the whole block."""
+    def _scratch(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """A zeroed array kept from block to block (no fresh buffer per block)."""
+        key = (name, shape, np.dtype(dtype))
+        arr = self._scratches.get(key)
+        if arr is None:
+            arr = self._scratches[key] = np.zeros(shape, dtype=dtype)
+        else:
+            arr.fill(0)
+        return arr
+
+    def _account(self, plan: RunPlan, block: FrameBlock,
+                 fill: Optional[Callable[[slice], None]] = None) -> None:
+        """Running sums, SCA sums and the time series of a block, CHUNK_BYTES of frames
+        at a time; `fill(part)` first puts frames `part` into block.spectra (the read)."""
+        n = block.count
         lo, hi = plan.first_bin, plan.first_bin + plan.num_bins
+        step = max(1, CHUNK_BYTES // max(1, block.spectra[0].nbytes))
         # each frame's end in seconds since the run started, from the TIME scalers
         ticks = np.cumsum(block.scalers[:, 0, TIME], dtype=np.float64)
         ticks += self._run_ticks
         self._run_ticks = float(ticks[-1])
         with self.lock:
-            if block.spectra.dtype == np.uint32:
+            integer = block.spectra.dtype == np.uint32
+            if integer:
                 # A bin's sum over the block is at most the channel's histogrammed events
                 # (ALL_GOOD); when those fit in 32 bits the 3x faster uint32 sum is exact.
                 events = block.scalers[:, :, ALL_GOOD].sum(axis=0, dtype=np.uint64).max()
                 wide = np.uint64 if events >= 2**32 else np.uint32
-                self.sums[:, lo:hi] += block.spectra.sum(axis=0, dtype=wide)
+                total = self._scratch("total", block.spectra.shape[1:], wide)
+                part_sum = self._scratch("part", block.spectra.shape[1:], wide)
+            recording = self.ts.acquiring
+            if recording:
+                layout = self.roi_layout(plan)
+                stats = np.empty((n, len(layout.keys), NUM_STATS))
+            for start in range(0, n, step):
+                part = slice(start, min(start + step, n))
+                if fill is not None:
+                    fill(part)
+                frames = block.spectra[part]
+                if integer:
+                    np.sum(frames, axis=0, dtype=wide, out=part_sum)
+                    total += part_sum
+                if recording:
+                    block_stats(layout, frames, stats[part])
+            if integer:
+                self.sums[:, lo:hi] += total
             else:
+                # float (deadtime-corrected) frames: one sum over the block, the same
+                # additions in the same order as ever
                 self.sums[:, lo:hi] += np.rint(block.spectra.sum(axis=0)).astype(np.uint64)
             sca = sca_values(block.scalers, block.dtfactor, block.dtpercent, plan.event_width)
             self.sca_sums += sca.sum(axis=0)
-            if self.ts.acquiring:
-                layout = self.roi_layout(plan)
-                self.ts.append(layout.keys, block_stats(layout, block.spectra), sca,
-                               ticks / TICKS_PER_SECOND)
+            if recording:
+                self.ts.append(layout.keys, stats, sca, ticks / TICKS_PER_SECOND)
 
     def roi_layout(self, plan: RunPlan) -> RoiLayout:
         """The layout of the ROI table in force over this run's blocks (made again only

@@ -60,6 +60,7 @@ class _Chain:
     idx: np.ndarray    # reduceat indices (empty: no segment)
     pos: np.ndarray    # (S,) column of each segment in reduceat's output; -1: empty segment
     tail: np.ndarray   # (S,) bool: combine with the row's last element
+    simple: bool       # no empty segment and no tail: the output is reduced[:, pos]
 
     @classmethod
     def of(cls, segments: list, length: int) -> "_Chain":
@@ -75,18 +76,23 @@ class _Chain:
                 tail[i] = a < b          # [a, a] alone already is the last element
             pos[i] = len(idx)
             idx += [a, b]
-        return cls(np.array(idx, dtype=np.intp), pos, tail)
+        simple = bool(len(segments)) and bool((pos >= 0).all()) and not tail.any()
+        return cls(np.array(idx, dtype=np.intp), pos, tail, simple)
 
-    def reduce(self, ufunc, rows: np.ndarray, identity) -> np.ndarray:
-        """(n, S) float64: ufunc over each segment of each row; `identity` where empty."""
-        out = np.full((rows.shape[0], self.pos.size), identity, dtype=np.float64)
-        if self.idx.size:
-            reduced = ufunc.reduceat(rows, self.idx, axis=1, dtype=rows.dtype)
-            has = self.pos >= 0
-            out[:, has] = reduced[:, self.pos[has]]
-            if self.tail.any():
-                out[:, self.tail] = ufunc(out[:, self.tail], rows[:, -1:])
-        return out
+    def reduce(self, ufunc, rows: np.ndarray, out: np.ndarray, identity) -> None:
+        """out (n, S) = ufunc over each segment of each row; `identity` where empty."""
+        if not self.idx.size:
+            out[...] = identity
+            return
+        reduced = ufunc.reduceat(rows, self.idx, axis=1, dtype=rows.dtype)
+        if self.simple:
+            out[...] = reduced[:, self.pos]
+            return
+        has = self.pos >= 0
+        out[...] = identity
+        out[:, has] = reduced[:, self.pos[has]]
+        if self.tail.any():
+            out[:, self.tail] = ufunc(out[:, self.tail], rows[:, -1:])
 
 
 @dataclass(frozen=True)
@@ -98,16 +104,17 @@ class RoiLayout:
     of that row. ROI parts outside the recorded bins read as zeros, as in the
     full spectrum the PVs show."""
     keys: tuple               # (channel, roi) of every used ROI, in table order
-    size: np.ndarray          # (K,) bins of the ROI in the full spectrum (0: empty)
-    bgd: np.ndarray           # (K,) background width at each edge (0: no background)
+    size: np.ndarray          # (K,) bins of the ROI in the full spectrum (inf: empty ROI)
+    bgd: np.ndarray           # (K,) bool: the ROI has a background (net = total - edges)
+    bgd_width: np.ndarray     # (B,) background width at each edge of those ROIs
     partial: np.ndarray       # (K,) bool: part of the ROI is outside the recorded bins
-    covered: _Chain           # the recorded part of each ROI
-    edges: _Chain             # the two background edges of each ROI (2K segments)
+    covered: _Chain           # the recorded part of each ROI (min, max)
+    sums: _Chain              # the same segments, then both edges of each background ROI
 
     @classmethod
     def of(cls, table: RoiTable, channels: int, first_bin: int, bins: int,
            full_bins: int) -> "RoiLayout":
-        keys, size, bgd, partial, covered, edges = [], [], [], [], [], []
+        keys, size, bgd, widths, partial, covered, edges = [], [], [], [], [], [], []
 
         def segment(ch: int, lo: int, hi: int) -> tuple:
             a, b = max(lo, first_bin), min(hi, first_bin + bins)
@@ -121,51 +128,52 @@ class RoiLayout:
             lo, hi = int(table.lo[ch, r]), min(int(table.hi[ch, r]), full_bins)
             width = max(hi - lo, 0)
             w = int(table.bgd[ch, r])
-            w = w if width and 0 < w and 2 * w <= width else 0
             keys.append((int(ch), int(r)))
-            size.append(width)
-            bgd.append(w)
+            size.append(width if width else np.inf)
             seg = segment(ch, lo, hi) if width else (0, 0)
             covered.append(seg)
             partial.append(width > 0 and seg[1] - seg[0] < width)
-            edges += [segment(ch, lo, lo + w), segment(ch, hi - w, hi)] if w else [(0, 0)] * 2
+            bgd.append(width > 0 and 0 < w and 2 * w <= width)
+            if bgd[-1]:
+                widths.append(w)
+                edges += [segment(ch, lo, lo + w), segment(ch, hi - w, hi)]
         length = channels * bins
-        return cls(tuple(keys), np.array(size, dtype=float), np.array(bgd, dtype=float),
-                   np.array(partial, dtype=bool), _Chain.of(covered, length),
-                   _Chain.of(edges, length))
+        return cls(tuple(keys), np.array(size, dtype=float), np.array(bgd, dtype=bool),
+                   np.array(widths, dtype=float), np.array(partial, dtype=bool),
+                   _Chain.of(covered, length), _Chain.of(covered + edges, length))
 
 
-def block_stats(layout: RoiLayout, spectra: np.ndarray) -> np.ndarray:
+def block_stats(layout: RoiLayout, spectra: np.ndarray,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
     """(n, K, 5) float64: total, net, min, max, mean of each ROI of `layout.keys` in
-    each frame of `spectra` (n, channels, bins; C-contiguous).
+    each frame of `spectra` (n, channels, bins; C-contiguous), into `out` if given.
 
     uint32 spectra are summed in uint32: a frame's ROI total is at most the events
     the channel histogrammed in that frame, a 32-bit scaler (as Readout._account)."""
-    n = spectra.shape[0]
-    out = np.zeros((n, len(layout.keys), NUM_STATS))
-    if not layout.keys:
+    n, k = spectra.shape[0], len(layout.keys)
+    if out is None:
+        out = np.empty((n, k, NUM_STATS))
+    if not k:
         return out
     rows = spectra.reshape(n, -1)
-    total = layout.covered.reduce(np.add, rows, 0)
-    out[:, :, 0] = total
-    net = total.copy()
-    background = layout.bgd > 0
-    if background.any():
-        edge = layout.edges.reduce(np.add, rows, 0)
-        edge_sum = edge[:, 0::2] + edge[:, 1::2]
-        w = layout.bgd[background]
-        net[:, background] = (total[:, background]
-                              - edge_sum[:, background] / (2 * w) * layout.size[background])
-    out[:, :, 1] = net
-    lows = layout.covered.reduce(np.minimum, rows, 0)
-    highs = layout.covered.reduce(np.maximum, rows, 0)
+    total = out[:, :, 0]
+    if layout.bgd.any():
+        sums = np.empty((n, k + 2 * layout.bgd_width.size))
+        layout.sums.reduce(np.add, rows, sums, 0)
+        total[...] = sums[:, :k]
+        edges = sums[:, k::2] + sums[:, k + 1::2]
+        out[:, :, 1] = total
+        out[:, layout.bgd, 1] = (total[:, layout.bgd]
+                                 - edges / (2 * layout.bgd_width) * layout.size[layout.bgd])
+    else:
+        layout.covered.reduce(np.add, rows, total, 0)
+        out[:, :, 1] = total
+    layout.covered.reduce(np.minimum, rows, out[:, :, 2], 0)
+    layout.covered.reduce(np.maximum, rows, out[:, :, 3], 0)
     if layout.partial.any():      # the bins outside the recorded range read 0
-        lows[:, layout.partial] = np.minimum(lows[:, layout.partial], 0)
-        highs[:, layout.partial] = np.maximum(highs[:, layout.partial], 0)
-    out[:, :, 2] = lows
-    out[:, :, 3] = highs
-    sized = layout.size > 0
-    out[:, sized, 4] = total[:, sized] / layout.size[sized]
+        out[:, layout.partial, 2] = np.minimum(out[:, layout.partial, 2], 0)
+        out[:, layout.partial, 3] = np.maximum(out[:, layout.partial, 3], 0)
+    np.divide(total, layout.size, out=out[:, :, 4])     # an empty ROI: 0 / inf
     return out
 
 

@@ -184,3 +184,49 @@ def test_statistics_time_series_over_channel_access(ioc):
     finally:
         for n, r, *_ in rois:
             ioc.put(f"MCA{n}ROI:{r}:Use", "No")
+
+
+class _FakeDriver:
+    """Serves known frames to Readout._read_block, as the driver's read calls do."""
+
+    def __init__(self, spectra: np.ndarray, scalers: np.ndarray):
+        self.spectra, self.scalers, self.reads = spectra, scalers, []
+
+    def read_spectra(self, out, first, first_bin=0):
+        self.reads.append((first, out.shape[0]))
+        out[...] = self.spectra[first:first + out.shape[0], :, first_bin:first_bin + out.shape[2]]
+
+    def read_scalers(self, out, first):
+        out[...] = self.scalers[first:first + out.shape[0]]
+
+
+@pytest.mark.parametrize("dtc", [False, True])
+def test_a_block_read_and_accounted_in_chunks_equals_the_whole_block(monkeypatch, dtc):
+    """The readout reads and accounts a block a few frames at a time (CHUNK_BYTES, for the
+    cache): the block, the sums and every statistic are those of the whole block."""
+    import xspress3.ioc.readout as readout_module
+    rng = np.random.default_rng(11)
+    first_bin, bins = 300, 3000
+    block = _block(0, 40, rng)
+    driver = _FakeDriver(block.spectra, block.scalers)
+    monkeypatch.setattr(readout_module, "CHUNK_BYTES", 3 * 4 * bins * (8 if dtc else 4))
+    plan = RunPlan(run_id=1, num_frames=40, channels=4, first_bin=first_bin, num_bins=bins,
+                   full_bins=FULL, circular=False, memory=100, event_width=np.full(4, 6.0),
+                   dtc=dtc, ts_points=64)
+    readout = _readout(64)
+    got = readout._read_block(driver, plan, 0, 40, readout_module.block_shape(4, bins))
+    assert driver.reads == [(f, min(3, 40 - f)) for f in range(0, 40, 3)]
+    raw = block.spectra[:, :, first_bin:first_bin + bins]
+    factor, _ = deadtime(block.scalers, np.full(4, 6.0))
+    expected = raw * factor[:, :, None] if dtc else raw
+    np.testing.assert_array_equal(got.spectra, expected)
+    sums = np.zeros((4, FULL), dtype=np.uint64)
+    sums[:, first_bin:first_bin + bins] = (np.rint(expected.sum(axis=0)) if dtc
+                                           else expected.sum(axis=0))
+    np.testing.assert_array_equal(readout.sums, sums)
+    ts = readout.ts
+    for key in readout.rois.used():
+        series = ts.ordered(ts.roi(tuple(int(v) for v in key)))
+        for f in range(40):
+            assert np.array_equal(series[f], roi_stats(readout.rois, expected[f], first_bin,
+                                                       FULL)[key])
