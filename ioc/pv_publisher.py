@@ -167,21 +167,20 @@ class PvPublisher:
             await ch.post_spectra(s, i)
             await asyncio.sleep(0)
             if ch.working("sca_plugin"):            # C{n}SCA: EnableCallbacks
-                for k in range(NUM_SCAS):
-                    await getattr(ch, f"sca{k}").write(float(s.sca[i, k]), verify_value=False)
-            await ch.dt_factor.write(float(s.sca[i, Sca.DT_FACTOR]), verify_value=False)
-            await ch.dead_time.write(float(s.sca[i, Sca.DT_PERCENT]), verify_value=False)
+                for k, value in enumerate(s.sca[i].tolist()):
+                    await _changed(getattr(ch, f"sca{k}"), value)
+            await _changed(ch.dt_factor, float(s.sca[i, Sca.DT_FACTOR]))
+            await _changed(ch.dead_time, float(s.sca[i, Sca.DT_PERCENT]))
             if s.sca_sums is not None and ch.working("sca_plugin"):
                 await asyncio.sleep(0)
-                for k in range(NUM_SCAS):
-                    await getattr(ch, f"sca_sum{k}").write(float(s.sca_sums[i, k]),
-                                                           verify_value=False)
+                for k, value in enumerate(s.sca_sums[i].tolist()):
+                    await _changed(getattr(ch, f"sca_sum{k}"), value)
             if ch.working("roistat_plugin"):        # MCA{n}ROI: EnableCallbacks
                 for r in np.flatnonzero(rois_used[i]):
                     await asyncio.sleep(0)
                     roi = ch.rois[r]
-                    for pv, value in zip(roi.stats, s.rois[i, r]):
-                        await pv.write(float(value), verify_value=False)
+                    for pv, value in zip(roi.stats, s.rois[i, r].tolist()):
+                        await _changed(pv, value)
                 if ch.ts_current_point.value != s.ts_point:
                     await ch.ts_current_point.write(s.ts_point)
             if ch.working("sca_ts_plugin") and ch.sca_ts_current_point.value != s.ts_point:
@@ -246,6 +245,14 @@ class PvPublisher:
                     await _post_series(getattr(ch, f"sca_ts{k}"), column, current)
                 if sca_ts:
                     await _post_series(getattr(ch, f"sca_ts_series{k}"), column, current)
+
+
+async def _changed(pv, value) -> None:
+    """Write one of our read-only scalars if its value changed: a write costs ~10 us
+    (caproto's timestamps, alarms and subscriptions), a comparison next to nothing, and
+    several hundred scalars are offered at every display update."""
+    if pv.value != value:
+        await pv.write(value, verify_value=False)
 
 
 async def _post_series(pv, values, current: int) -> None:

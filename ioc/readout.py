@@ -74,6 +74,7 @@ class FrameSummary:
     sums: Optional[np.ndarray]   # (ch, full_bins) float64
     sca_sums: Optional[np.ndarray] = None   # (ch, NUM_SCAS) float64, since the last erase
     ts_point: int = 0
+    final: bool = False          # the run's last summary (every PV is posted exactly)
 
 
 class Outcome(str, Enum):
@@ -431,7 +432,7 @@ class Readout(threading.Thread):
                     break
             time.sleep(self.poll_s)
         if latest is not None:
-            self._publish(self._summary(plan, latest, read, acquired))
+            self._publish(self._summary(plan, latest, read, acquired, final=True))
         for consumer in self.consumers:
             for reason, frames in consumer.losses().items():
                 lost[f"{consumer.name}: {reason}"] = frames
@@ -558,7 +559,8 @@ class Readout(threading.Thread):
                     log.warning("%d frames not delivered to %s: %s", block.count, consumer.name, reason)
                     break
 
-    def _summary(self, plan: RunPlan, block: FrameBlock, read: int, acquired: int) -> FrameSummary:
+    def _summary(self, plan: RunPlan, block: FrameBlock, read: int, acquired: int,
+                 final: bool = False) -> FrameSummary:
         last = block.spectra[-1]
         spectra = np.zeros((plan.channels, plan.full_bins))
         spectra[:, plan.first_bin:plan.first_bin + plan.num_bins] = last
@@ -572,4 +574,4 @@ class Readout(threading.Thread):
         return FrameSummary(run_id=plan.run_id, frames_read=read, frames_acquired=acquired,
                             frame_number=block.first_frame + block.count,
                             spectra=spectra, sca=sca, rois=rois,
-                            sums=sums, sca_sums=sca_sums, ts_point=ts_point)
+                            sums=sums, sca_sums=sca_sums, ts_point=ts_point, final=final)
