@@ -32,7 +32,8 @@ def run_script(args: list, timeout: float) -> subprocess.CompletedProcess:
 def test_bench_quick_writes_a_complete_report(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_script([str(BENCH / "bench.py"), "--quick", "--frames", "3000", "--write-frames", "512",
-                       "--step-points", "20", "--dir", str(tmp_path), "--json", str(out)], timeout=50)
+                       "--step-points", "20", "--e2e-runs", "2", "--dir", str(tmp_path), "--json", str(out)],
+                      timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["machine"]["cores"] >= 1 and result["machine"]["numpy"] == np.__version__
@@ -50,6 +51,10 @@ def test_bench_quick_writes_a_complete_report(tmp_path):
     assert result["stream"]["rss"]["ioc"]["samples"] >= 1
     assert len(result["targets"]) == 11 and all(isinstance(ok, bool) for _, _, ok in result["targets"])
     assert "stream >= 2x seed-style pickle" in proc.stdout    # the table was printed
+    rounds = result["e2e_runs"]
+    assert len(rounds) == 2 and all(x["vs_pickle"] > 0 and 0 < x["vs_ceiling"] and x["lost"] == 0 for x in rounds)
+    e2e = next(line for line in proc.stdout.splitlines() if line.startswith("end to end, run by run"))
+    assert e2e.count("x pickle") == 2 and f"1: {rounds[0]['vs_pickle']:.2f}x pickle" in e2e
     assert not list(tmp_path.glob("xspress3-bench-*")), "the work directory was not removed"
 
 
