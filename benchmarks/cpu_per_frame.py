@@ -81,7 +81,7 @@ STAGES = {
         ("PV summary + posting", r"_summary|publish|pv_publisher\.py|publisher\.py|caproto|controller\.py|"
                                  r"server\.py|_pvs\.py"),
         ("zmq send", r"writers/stream\.py|/zmq/"),
-        ("HDF1 writer", r"filewriter\.py|writers/"),
+        ("HDF1 writer", r"filewriter\.py|writers/(hdf5|layout)\.py"),
         ("block buffers", r"SpectrumBuffers"),
         ("readout loop", r"readout\.py"),
     ],
@@ -350,9 +350,28 @@ def split_stages(run: dict, profile: dict) -> dict:
                 for stack, count in stacks.items():
                     rows[(label, stage_of(who, stack))] += row["us"] * count / total
             else:
-                rows[(label, "")] += row["us"]
+                rows[(label, C_THREAD_STAGE[who] if row["comm"].startswith("ZMQbg/IO") else "other")] += row["us"]
         out[who] = dict(rows)
     return out
+
+
+#: What zmq's I/O thread (C, never in a Python profile) does in each process.
+C_THREAD_STAGE = {"ioc": "zmq send", "receiver": "receive / decode"}
+
+
+def short_thread(label: str) -> str:
+    label = re.sub(r"^(xsp3|xspress3)-", "", label)
+    label = re.sub(r" \(no Python samples\)$", "", label)
+    return {"MainThread": "main", "zmq I/O thread (C)": "zmq I/O"}.get(label, label)
+
+
+def by_stage(rows: dict) -> dict:
+    """{stage: (us/frame, [(thread, us/frame)] largest first)} from {(thread, stage): us}."""
+    out: dict = {}
+    for (thread, stage), us in rows.items():
+        total, threads = out.get(stage, (0.0, []))
+        out[stage] = (total + us, threads + [(thread, us)])
+    return {stage: (total, sorted(threads, key=lambda t: -t[1])) for stage, (total, threads) in out.items()}
 
 
 def top_leaves(profile: dict, n: int) -> dict:
@@ -410,7 +429,7 @@ def _us(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def table(r: dict, min_us: float = 0.5) -> str:
+def table(r: dict, min_us: float = 0.3) -> str:
     c, m = r["config"], r["machine"]
     cond = r["conditions"]
     lines = [
@@ -438,22 +457,21 @@ def table(r: dict, min_us: float = 0.5) -> str:
             cells.append(f"{run['us'][who]:9.1f} {ratio:>12s}")
         lines.append(f"{title + ', user + system':50s} " + " ".join(cells))
         stage_rows: dict = defaultdict(dict)
+        threads_of: dict = defaultdict(Counter)
         for comp in COMPRESSIONS:
-            for key, us in r.get("stages", {}).get(comp, {}).get(who, {}).items():
-                stage_rows[key][comp] = us
-        ordered = sorted(stage_rows.items(), key=lambda kv: -max(kv[1].values()))
-        rest = defaultdict(float)
-        for (thread, stage), values in ordered:
-            if max(values.values()) < min_us:
-                for comp, us in values.items():
-                    rest[comp] += us
-                continue
-            label = f"  {thread}" + (f": {stage}" if stage else "")
-            lines.append(f"{label[:50]:50s} " + " ".join(
+            rows = r.get("stages", {}).get(comp, {}).get(who, {})
+            for stage, (us, threads) in by_stage(rows).items():
+                stage_rows[stage][comp] = us
+                for thread, t_us in threads:
+                    threads_of[stage][short_thread(thread)] += t_us
+        for stage, values in sorted(stage_rows.items(), key=lambda kv: -max(kv[1].values())):
+            names = [name for name, us in threads_of[stage].most_common() if us >= min_us] or \
+                [threads_of[stage].most_common(1)[0][0]]
+            label = f"  {stage} [{', '.join(names)}]"
+            if len(label) > 50:
+                label = label[:48] + ".]"
+            lines.append(f"{label:50s} " + " ".join(
                 f"{_us(values.get(comp)):>9s} {'':>12s}" for comp in COMPRESSIONS))
-        if rest:
-            lines.append(f"{'  (rows under %.1f us)' % min_us:50s} " + " ".join(
-                f"{_us(rest.get(comp)):>9s} {'':>12s}" for comp in COMPRESSIONS))
     runs = [r["runs"].get(comp) for comp in COMPRESSIONS]
     lines.append(f"{'frames/s (receiver), frames lost':50s} " + " ".join(
         f"{run['frames_per_s']:9,.0f} {str(run['lost']) + ' lost':>12s}" if run else f"{'':22s}" for run in runs))

@@ -121,7 +121,7 @@ def test_profile_raw_lines_are_read_per_thread():
                                103: {"comm": "ZMQbg/IO/0", "us": 6.0}}}}
     split = cpu_per_frame.split_stages(run, {"ioc": threads})["ioc"]
     assert split == {("xsp3-readout", "readout loop"): 20.0, ("MainThread", "other"): 4.0,
-                     ("zmq I/O thread (C)", ""): 6.0}
+                     ("zmq I/O thread (C)", "zmq send"): 6.0}
 
 
 def test_soak_short_run_finds_no_violation(tmp_path):
