@@ -217,6 +217,13 @@ def thread_times(pid: int) -> dict:
     return out
 
 
+def counters(proc: psutil.Process) -> dict:
+    """CPU seconds (user + system, and system alone) and minor page faults of a process so far."""
+    t = proc.cpu_times()
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {"cpu": t.user + t.system, "system": t.system, "minflt": int(fields[7])}
+
+
 class Profiler:
     """py-spy sampling one process (no pause of the target: --nonblocking)."""
 
@@ -277,7 +284,7 @@ def leaf(stack: str) -> str:
     """The innermost frame, without its line number: where the sample's CPU went."""
     frame = stack.split(";")[-1]
     frame = re.sub(r":\d+\)$", ")", frame)
-    return re.sub(r"\(/.*/(site-packages|wt-[^/]+|main)/", "(", frame)
+    return re.sub(r"\(/.*/(site-packages|wt-[^/]+|main|python3\.\d+)/", "(", frame)
 
 
 def thread_label(proc: str, comm: str, pyname: Optional[str]) -> str:
@@ -310,11 +317,11 @@ def run_once(ioc, receiver: Receiver, series: int, frames: int, profile_dir: Opt
             profilers = {who: Profiler(pid, profile_dir / f"{who}-{series}.raw") for who, pid in pids.items()}
             time.sleep(0.5)     # py-spy attached before the first frame
         with CpuWatch() as cpu:
-            before = {who: sum(p.cpu_times()[:2]) for who, p in procs.items()}
+            before = {who: counters(p) for who, p in procs.items()}
             threads0 = {who: thread_times(pid) for who, pid in pids.items()}
             t0, t1 = acquire(ioc, frames)
             summary = receiver.wait_summaries(series, timeout=60 + frames / 500)[-1]
-            used = {who: sum(p.cpu_times()[:2]) - before[who] for who, p in procs.items()}
+            after = {who: counters(p) for who, p in procs.items()}
             threads1 = {who: thread_times(pid) for who, pid in pids.items()}
         samples = {who: prof.stop() for who, prof in profilers.items()}
     finally:
@@ -330,7 +337,10 @@ def run_once(ioc, receiver: Receiver, series: int, frames: int, profile_dir: Opt
                         for tid, (comm, cpu1) in threads1[who].items()}
     return {"frames": summary.frames, "lost": lost, "complete": summary.complete,
             "frames_per_s": summary.rate, "acquire_s": t1 - t0,
-            "us": {who: 1e6 * s / frames for who, s in used.items()}, "threads": threads,
+            "us": {who: 1e6 * (after[who]["cpu"] - before[who]["cpu"]) / frames for who in pids},
+            "system_us": {who: 1e6 * (after[who]["system"] - before[who]["system"]) / frames for who in pids},
+            "faults_per_frame": {who: (after[who]["minflt"] - before[who]["minflt"]) / frames for who in pids},
+            "threads": threads,
             "others_cores": cpu.result["others_cores"], "cpu": cpu.result, "profile": samples}
 
 
@@ -472,6 +482,9 @@ def table(r: dict, min_us: float = 0.3) -> str:
                 label = label[:48] + ".]"
             lines.append(f"{label:50s} " + " ".join(
                 f"{_us(values.get(comp)):>9s} {'':>12s}" for comp in COMPRESSIONS))
+        lines.append(f"{'  (of it: system time; minor page faults)':50s} " + " ".join(
+            f"{r['runs'][comp]['system_us'][who]:9.1f} {r['runs'][comp]['faults_per_frame'][who]:7.1f} flt"
+            if comp in r["runs"] else f"{'':22s}" for comp in COMPRESSIONS))
     runs = [r["runs"].get(comp) for comp in COMPRESSIONS]
     lines.append(f"{'frames/s (receiver), frames lost':50s} " + " ".join(
         f"{run['frames_per_s']:9,.0f} {str(run['lost']) + ' lost':>12s}" if run else f"{'':22s}" for run in runs))
