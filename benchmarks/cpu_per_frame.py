@@ -250,6 +250,40 @@ class Profiler:
         return parse_raw(self.out.read_text())
 
 
+class PerfProfiler:
+    """`perf record` of one process (kernel and native frames, which py-spy cannot see:
+    the page-cache and socket copies, page clearing, numpy's loops)."""
+
+    RATE_HZ = 499
+
+    def __init__(self, pid: int, out: Path):
+        self.out = out
+        self.proc = subprocess.Popen(["perf", "record", "-F", str(self.RATE_HZ), "-p", str(pid), "-o", str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop(self, top: int) -> list:
+        """[(share of the samples, thread comm, symbol)] of the `top` hottest symbols."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        report = subprocess.run(["perf", "report", "-i", str(self.out), "--stdio", "--no-children",
+                                 "--sort", "comm,sym", "--percent-limit", "0.5"],
+                                capture_output=True, text=True, timeout=120)
+        rows = []
+        for line in report.stdout.splitlines():
+            m = re.match(r"^\s+([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+?)\s*$", line)
+            if m:
+                kind = "kernel" if m.group(3) == "k" else "user"
+                rows.append((float(m.group(1)) / 100, m.group(2), f"{m.group(4)} ({kind})"))
+        if not rows:
+            raise RuntimeError(f"perf recorded nothing: {err.strip()[-300:]} {report.stderr.strip()[-300:]}")
+        return rows[:top]
+
+
 _RAW = re.compile(r"^thread \((?P<tid>\d+)\): (?P<name>[^;]*);?(?P<stack>.*) (?P<count>\d+)$")
 
 
@@ -303,7 +337,8 @@ def thread_group(label: str) -> str:
     return re.sub(r"_\d+$", "", label)
 
 
-def run_once(ioc, receiver: Receiver, series: int, frames: int, profile_dir: Optional[Path]) -> dict:
+def run_once(ioc, receiver: Receiver, series: int, frames: int, profile_dir: Optional[Path],
+             perf_top: int = 0) -> dict:
     """One acquisition streamed to the running receiver (its `series`-th): CPU of both
     processes and of each of their threads, from Acquire=1 until the receiver reported
     the series closed; with `profile_dir`, a sampling profile of both meanwhile."""
@@ -311,11 +346,14 @@ def run_once(ioc, receiver: Receiver, series: int, frames: int, profile_dir: Opt
     pids = {"ioc": ioc.proc.pid, "receiver": receiver.pid}
     procs = {who: psutil.Process(pid) for who, pid in pids.items()}
     profilers: dict = {}
+    perfs: dict = {}
     try:
         settle(frames * FRAME_BYTES)
         if profile_dir is not None:
             profilers = {who: Profiler(pid, profile_dir / f"{who}-{series}.raw") for who, pid in pids.items()}
-            time.sleep(0.5)     # py-spy attached before the first frame
+            if perf_top:
+                perfs = {who: PerfProfiler(pid, profile_dir / f"{who}-{series}.perf") for who, pid in pids.items()}
+            time.sleep(0.5)     # the profilers attached before the first frame
         with CpuWatch() as cpu:
             before = {who: counters(p) for who, p in procs.items()}
             threads0 = {who: thread_times(pid) for who, pid in pids.items()}
@@ -324,8 +362,9 @@ def run_once(ioc, receiver: Receiver, series: int, frames: int, profile_dir: Opt
             after = {who: counters(p) for who, p in procs.items()}
             threads1 = {who: thread_times(pid) for who, pid in pids.items()}
         samples = {who: prof.stop() for who, prof in profilers.items()}
+        perf = {who: prof.stop(perf_top) for who, prof in perfs.items()}
     finally:
-        for prof in profilers.values():
+        for prof in list(profilers.values()) + list(perfs.values()):
             if prof.proc.poll() is None:
                 prof.proc.kill()
                 prof.proc.wait()
@@ -341,7 +380,7 @@ def run_once(ioc, receiver: Receiver, series: int, frames: int, profile_dir: Opt
             "system_us": {who: 1e6 * (after[who]["system"] - before[who]["system"]) / frames for who in pids},
             "faults_per_frame": {who: (after[who]["minflt"] - before[who]["minflt"]) / frames for who in pids},
             "threads": threads,
-            "others_cores": cpu.result["others_cores"], "cpu": cpu.result, "profile": samples}
+            "others_cores": cpu.result["others_cores"], "cpu": cpu.result, "profile": samples, "perf": perf}
 
 
 def split_stages(run: dict, profile: dict) -> dict:
@@ -426,7 +465,7 @@ def evaluate(r: dict) -> list:
         run = r["runs"].get(comp)
         if floor is None or run is None:
             out.append((f"{who} ({'uncompressed' if comp == 'None' else comp}) <= {limit:g}x {name}",
-                        None, limit, False))
+                        None, limit, None))    # not measured in this run
             continue
         ratio = run["us"][who] / floor
         ok = ratio <= limit and run["lost"] == 0 and run["complete"]
@@ -495,7 +534,8 @@ def table(r: dict, min_us: float = 0.3) -> str:
         lines.append(r["profile_note"])
     lines += ["", f"{'target (issue 17)':52s} {'measured':>9s}  result"]
     for text, ratio, limit, ok in r["targets"]:
-        lines.append(f"{text:52s} {'-' if ratio is None else f'{ratio:.2f}x':>9s}  {'pass' if ok else 'MISS'}")
+        lines.append(f"{text:52s} {'-' if ratio is None else f'{ratio:.2f}x':>9s}  "
+                     f"{'not run' if ok is None else 'pass' if ok else 'MISS'}")
     if r.get("top"):
         lines += ["", "profile: innermost frames, share of each thread's active samples"]
         for comp, procs in r["top"].items():
@@ -503,6 +543,14 @@ def table(r: dict, min_us: float = 0.3) -> str:
                 for name, (samples, leaves) in threads.items():
                     lines.append(f"  {who} {name} ({'uncompressed' if comp == 'None' else comp}, "
                                  f"{samples} samples): " + "; ".join(f"{f} {s:.0%}" for f, s in leaves))
+    if r.get("perf"):
+        lines += ["", "perf: hottest symbols in the profiled run, us/frame (share of the process's CPU x its "
+                  "us/frame; thread: python or zmq's ZMQbg)"]
+        for comp, procs in r["perf"].items():
+            for who, rows in procs.items():
+                us = r["profiled_run"][comp]["us"][who]
+                lines.append(f"  {who} ({'uncompressed' if comp == 'None' else comp}, {us:.1f} us/frame): " + "; ".join(
+                    f"{comm} {sym} {share * us:.1f}" for share, comm, sym in rows))
     return "\n".join(lines)
 
 
@@ -519,6 +567,9 @@ def main(argv=None) -> int:
                    help="receiver runs, comma-separated (default %(default)s)")
     p.add_argument("--no-profile", action="store_true", help="no py-spy run (stages not split)")
     p.add_argument("--top", type=int, help="innermost frames shown per profiled thread (default 4; --quick 0)")
+    p.add_argument("--perf", type=int, default=0, metavar="N",
+                   help="also `perf record` both processes in the profiled run and show their N hottest "
+                        "symbols, kernel included (needs perf)")
     p.add_argument("--dir", type=Path, help="directory for the written files (default: a new temp dir)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
@@ -571,10 +622,13 @@ def main(argv=None) -> int:
                 if profile:
                     series += 1
                     log(f"{comp}: profiled run (py-spy), {frames} frames")
-                    prof = run_once(ioc, receiver, series, frames, work)
+                    prof = run_once(ioc, receiver, series, frames, work, args.perf)
+                    if prof["perf"]:
+                        r.setdefault("perf", {})[comp] = prof["perf"]
                     r["stages"][comp] = {who: {f"{t}|{s}": us for (t, s), us in rows.items()}
                                          for who, rows in split_stages(chosen, prof["profile"]).items()}
-                    r["profiled_run"] = {comp: {k: v for k, v in prof.items() if k not in ("profile", "threads")}}
+                    r.setdefault("profiled_run", {})[comp] = {k: v for k, v in prof.items()
+                                                              if k not in ("profile", "threads", "perf")}
                     if top:
                         r["top"][comp] = {who: top_leaves(samples, top) for who, samples in prof["profile"].items()}
                 else:
