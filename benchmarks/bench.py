@@ -4,11 +4,13 @@ Why: speed is the reason to switch to this IOC, so the figures are measured the
 way a sceptical user would: our path and the simple ways side by side, on the
 same frames, on the same machine, as ratios against fixed targets.
 
-    python benchmarks/bench.py [--frames N] [--write-frames N] [--step-points N] [--json out.json] [--quick]
+    python benchmarks/bench.py [--frames N] [--write-frames N] [--step-points N] [--e2e-runs R]
+                               [--json out.json] [--quick]
 
 Phases (each in separate processes, as deployed):
   1. baselines: one pickled dict per frame over zmq (the seed's way) and raw
      zmq with 64 frames per multipart message (the ceiling, no processing);
+     with (2), `--e2e-runs` rounds (default 5), each round judged on its own;
   2. ours: IOC on the simulator at its highest frame rate -> readout -> zmq ->
      `xspress3-receive --decode-only`; meanwhile a separate CA client measures
      caget latency, another counts MCA1:ArrayData monitor updates, and the RSS
@@ -61,6 +63,7 @@ WRITE_RUN = 65_536           # frames per writing run: 4 GiB, beyond what the pa
 # within each of four more 200 000-frame runs (263-274 MB between them).
 WARMUP_RUNS = 2
 WARMUP_FRAMES = 150_000
+E2E_RUNS = 5                 # rounds of the stream paths: issue 17 wants ours >= 2x pickle in 5 of 5
 WARM_BYTES = 1 << 30         # memory made warm before each streaming phase (see settle)
 STEP_POINTS = 300            # points of the step scan (--quick 100)
 STEP_EXPOSURE_S = 0.001
@@ -419,6 +422,19 @@ def put_times(ioc, suffix: str, value, count: int) -> list:
     return times
 
 
+def e2e_rounds(streams: dict) -> list:
+    """Each round of the stream paths judged on its own baselines: ours against the
+    pickle baseline and the raw ceiling measured just before it."""
+    out = []
+    for pk, ceil, ours in zip(streams["baseline_pickle"], streams["baseline_batched"], streams["stream"]):
+        others = max(x["cpu"]["others_cores"] for x in (pk, ceil, ours))
+        out.append({"pickle": pk["frames_per_s"], "ceiling": ceil["frames_per_s"], "ours": ours["frames_per_s"],
+                    "vs_pickle": ours["frames_per_s"] / pk["frames_per_s"],
+                    "vs_ceiling": ours["frames_per_s"] / ceil["frames_per_s"],
+                    "lost": ours["lost"], "others_cores": others})
+    return out
+
+
 def best(runs: list) -> dict:
     """The fastest of several rounds of one path, with every round's rate kept."""
     top = dict(max(runs, key=lambda run: run["frames_per_s"]))
@@ -432,12 +448,16 @@ def best(runs: list) -> dict:
 def evaluate(r: dict) -> list:
     """(target text, measured text, pass) for each target of the issue."""
     t = TARGETS
-    s, pk, ceil = r["stream"], r["baseline_pickle"], r["baseline_batched"]
+    s = r["stream"]
+    rounds = r["e2e_runs"]
+    n = len(rounds)
+    pk_ok = sum(x["vs_pickle"] >= t["stream_vs_pickle"] for x in rounds)
+    ceil_ok = sum(x["vs_ceiling"] >= t["stream_vs_ceiling"] for x in rounds)
     checks = [
-        ("stream >= 2x seed-style pickle", f"{s['frames_per_s'] / pk['frames_per_s']:.2f}x",
-         s["frames_per_s"] >= t["stream_vs_pickle"] * pk["frames_per_s"]),
-        ("stream >= 60% of raw batched zmq", f"{s['frames_per_s'] / ceil['frames_per_s']:.0%}",
-         s["frames_per_s"] >= t["stream_vs_ceiling"] * ceil["frames_per_s"]),
+        ("stream >= 2x seed-style pickle, in every run", f"{pk_ok} of {n} (min {min(x['vs_pickle'] for x in rounds):.2f}x)",
+         pk_ok == n),
+        ("stream >= 60% of raw batched zmq, in every run",
+         f"{ceil_ok} of {n} (min {min(x['vs_ceiling'] for x in rounds):.0%})", ceil_ok == n),
         ("stream loses no frame", f"{s['lost']} lost", s["lost"] == 0 and s["complete"]),
     ]
     raw = r["raw_tofile"]["frames_per_s"]
@@ -506,9 +526,11 @@ def table(r: dict) -> str:
                      f"{ratio:>18s} {'' if cached is None else f'{cached:,.0f}':>9s} "
                      f"{'' if others is None else f'{others:.2f}':>6s} "
                      f"{'' if us is None else f'{us:.0f} us':>9s} {'' if bound is None else f'{bound:,.0f}':>9s}")
+    lines += ["", "end to end, run by run (each against the baselines of its own round): "
+              + "; ".join(f"{k + 1}: {x['vs_pickle']:.2f}x pickle, {x['vs_ceiling']:.0%} of ceiling, others "
+                          f"{x['others_cores']:.2f}" for k, x in enumerate(r["e2e_runs"]))]
     s = r["stream"]
     lines += [
-        "",
         f"during the stream run: caget {s['caget']['pv']} p50 {_fmt(s['caget']['p50_ms'])} ms, "
         f"p99 {_fmt(s['caget']['p99_ms'])} ms, max {_fmt(s['caget']['max_ms'])} ms ({s['caget']['count']} reads); "
         f"{s['monitor']['pv']} monitor {s['monitor']['rate_hz']:.1f} Hz "
@@ -565,6 +587,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the results here")
     p.add_argument("--repeat", type=int, help="rounds of every measurement; each path's best round counts "
                    "(default 2; --quick 1): single runs on a small VM swing by 2x")
+    p.add_argument("--e2e-runs", type=int, default=E2E_RUNS,
+                   help="rounds of the three stream paths (pickle, ceiling, ours), each judged on its own "
+                        "(default %(default)s: issue 17 asks for 5 of 5)")
     p.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
     args = p.parse_args(argv)
     frames = args.frames or (50_000 if args.quick else LONG_RUN)
@@ -574,7 +599,7 @@ def main(argv=None) -> int:
     results: dict = {"machine": machine(work),
                      "config": {"frames": frames, "write_frames": write_frames, "exposure_s": args.exposure,
                                 "block_frames": block_frames(), "quick": args.quick,
-                                "rounds": args.repeat, "stream_queue": args.stream_queue or "IOC default"},
+                                "rounds": args.repeat, "e2e_runs": args.e2e_runs, "stream_queue": args.stream_queue or "IOC default"},
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     t_start = time.monotonic()
     ioc = None
@@ -588,14 +613,15 @@ def main(argv=None) -> int:
             log(f"warm-up: an untimed stream run of {min(frames, WARMUP_FRAMES)} frames")
             ours_stream(ioc, min(frames, WARMUP_FRAMES), args.exposure)
         streams: dict = {}
-        for rep in range(args.repeat):
-            tag = f" (round {rep + 1} of {args.repeat})" if args.repeat > 1 else ""
+        for rep in range(args.e2e_runs):
+            tag = f" (round {rep + 1} of {args.e2e_runs})" if args.e2e_runs > 1 else ""
             for mode in ("pickle", "batched"):
                 log(f"baseline {mode}: {frames} frames{tag}")
                 streams.setdefault(f"baseline_{mode}", []).append(
                     baseline(mode, pool_path, frames, timeout=120 + frames / 1000))
             log(f"ours, streaming: {frames} frames{tag}")
             streams.setdefault("stream", []).append(ours_stream(ioc, frames, args.exposure))
+        results["e2e_runs"] = e2e_rounds(streams)
         for key, runs in streams.items():
             results[key] = best(runs)
         points = args.step_points or (100 if args.quick else STEP_POINTS)
