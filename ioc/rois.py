@@ -52,11 +52,13 @@ class RoiTable:
 class _Chain:
     """Segments [a, b) of a row, as the indices of one `ufunc.reduceat` call.
 
-    reduceat reduces row[idx[i]:idx[i+1]], or just row[idx[i]] when idx[i+1] <= idx[i].
-    With the segments in order of decreasing end, the step from one segment's end
-    to the next one's start never goes forward, so it costs one element; only the
-    last index reduces to the row's end. An index may not be the row length, so a
-    segment ending there ends one bin early and takes the last element after (`tail`)."""
+    reduceat reduces row[idx[i]:idx[i+1]], or just row[idx[i]] when idx[i+1] <= idx[i],
+    and the last index to the row's end. The segments go in order of their start, so
+    the row is walked once from the first segment on: between two segments the step
+    is either the gap between them or, where they overlap, one element. The last
+    segment's end is left out (it reduces to the row's end; an index may not be the
+    row length); another segment ending at the row's end ends one bin early and
+    takes the last element after (`tail`)."""
     idx: np.ndarray    # reduceat indices (empty: no segment)
     pos: np.ndarray    # (S,) column of each segment in reduceat's output; -1: empty segment
     tail: np.ndarray   # (S,) bool: combine with the row's last element
@@ -68,13 +70,16 @@ class _Chain:
         tail = np.zeros(len(segments), dtype=bool)
         idx: list = []
         order = sorted((i for i, (a, b) in enumerate(segments) if b > a),
-                       key=lambda i: (-segments[i][1], -segments[i][0]))
-        for i in order:
+                       key=lambda i: segments[i])
+        for n, i in enumerate(order):
             a, b = segments[i]
+            pos[i] = len(idx)
+            if n == len(order) - 1 and b == length:
+                idx.append(a)            # the last index reduces to the row's end
+                continue
             if b == length:
                 b = length - 1
                 tail[i] = a < b          # [a, a] alone already is the last element
-            pos[i] = len(idx)
             idx += [a, b]
         simple = bool(len(segments)) and bool((pos >= 0).all()) and not tail.any()
         return cls(np.array(idx, dtype=np.intp), pos, tail, simple)
