@@ -1,11 +1,14 @@
 """The readout thread: detector memory -> frame blocks -> consumers and PVs.
 
 It never touches PVs and never runs on the event loop. Per run it polls the
-driver's progress, reads every completed frame in blocks into fresh arrays (one
-allocation per block, not per frame), computes deadtime, ROI totals and sums
-with numpy over the whole block, hands the block to each consumer (stream, file
-writer, monitor) and posts a summary of the newest frame to the IOC at the
-display rate through the `publish` callback (a thread-safe queue put).
+driver's progress and reads every completed frame in blocks (views into the
+recycled `SpectrumBuffers`, not fresh arrays). Each block is read and accounted a
+cache's worth of frames at a time (CHUNK_BYTES): running sums and, while the time
+series records, every ROI statistic of every frame (rois.block_stats) are taken
+while those frames are still in the core's cache. The block then goes to each
+consumer (stream, file writer, monitor), and a summary of the newest frame is
+posted to the IOC at the display rate through the `publish` callback (a
+thread-safe queue put).
 
 Back-pressure: when a consumer's queue is full, frames stay in detector memory
 while there is room (the consumer gets `stall_timeout` seconds, and in circular
