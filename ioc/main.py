@@ -6,6 +6,7 @@ import asyncio
 import faulthandler
 import gc
 import logging
+import os
 import signal
 import sys
 from typing import Optional
@@ -52,6 +53,9 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
     p.add_argument("--access", metavar="FILE", default=None,
                    help="EPICS access security file (UAG/HAG/ASG/RULE); PVs are assigned to "
                         "groups by '#%%ASSIGN(ASG) \"glob\"' lines (see README, Security)")
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="HDF1:FilePath must resolve (after '..' and symbolic links) to DIR or a "
+                        "directory below it; other paths are refused at the put")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names at start")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -73,7 +77,10 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
         settings_file=(default_settings_file(args.prefix) if args.settings is None
                        else none_or(args.settings)),
         stream=endpoint(args.stream, DEFAULT_STREAM), monitor=endpoint(args.monitor, DEFAULT_MONITOR),
-        stream_queue_frames=args.stream_queue, ts_points=args.ts_points)
+        stream_queue_frames=args.stream_queue, ts_points=args.ts_points,
+        data_root=os.path.realpath(args.data_root) if args.data_root else None)
+    if options.data_root is not None and not os.path.isdir(options.data_root):
+        p.error(f"--data-root {args.data_root}: not an existing directory")
     return options, args
 
 
@@ -160,6 +167,8 @@ def main(argv=None) -> int:
         print("xspress3-ioc: listening on ALL network interfaces: "
               + ", ".join((["Channel Access"] if not args.interfaces else []) + everywhere)
               + " (limit with --interfaces, --stream, --monitor)", flush=True)
+    if options.data_root is not None:
+        print(f"xspress3-ioc: files only under the data root {options.data_root}", flush=True)
     if access is not None:
         print(f"xspress3-ioc: access security {args.access}: {access.describe()}", flush=True)
     if args.list_pvs:
