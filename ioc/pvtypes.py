@@ -9,9 +9,10 @@ fit, or that caproto or one of our putters refuses, reaches the group's
 log, and the client gets the put failure. Nothing is stored and nothing is saved
 to the settings file.
 
-A refused put, or a refused internal write, leaves the PV's alarm (STAT/SEVR)
-unchanged: caproto would raise a WRITE/MAJOR alarm on the PV's alarm group
-(shared by every PV of the group), which nothing would ever clear.
+A refused put, or a refused internal write, leaves the PV's value, timestamp and
+alarm (STAT/SEVR) unchanged, the rule README.md states for users: caproto would
+raise a WRITE/MAJOR alarm on the PV's alarm group (shared by every PV of the
+group), which nothing would ever clear.
 
 Internal writes (`pv.write(...)` from our own code) do not pass through
 `write_from_dbr`; the settings store checks restored values with `check_value`.
