@@ -4,8 +4,8 @@ The data path only stores a reference (``update`` is one attribute assignment);
 the server thread slices out the newest frame when a client asks, so a slow or
 absent client never slows acquisition. Replies reuse the stream encoding
 (``wire.py``): "latest" gets a one-frame frames message (or a "none" header),
-"start" gets the open series' start message (or "none").
-"""
+"start" gets the open series' start message, or "none" while no series is open
+(before the first run and after each run's series has ended)."""
 from __future__ import annotations
 
 import argparse
@@ -80,7 +80,8 @@ class MonitorServer:
         return {}
 
     def end_series(self, final_state: str) -> None:
-        """The last series stays described: "start" answers for the frame "latest" holds."""
+        """Idle again: "start" answers "none"; "latest" keeps the last frame."""
+        self.set_series(None)
 
     def update(self, block: wire.FrameBlock, series_id: str = "") -> None:
         """Remember the block; its last frame is what "latest" returns. No copy."""
