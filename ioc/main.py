@@ -13,6 +13,7 @@ from typing import Optional
 
 
 from xspress3.driver import LibraryError, Xspress3Error
+from xspress3.writers.stream_keys import ServerKeys, StreamKeyError
 
 from .access_security import AccessPolicy, AcfError, load_acf, secured_context
 from .ca_server import RejectedPutLogFilter, SafeContext, tune_update_batching
@@ -56,6 +57,9 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
     p.add_argument("--data-root", metavar="DIR", default=None,
                    help="HDF1:FilePath must resolve (after '..' and symbolic links) to DIR or a "
                         "directory below it; other paths are refused at the put")
+    p.add_argument("--stream-keys", metavar="DIR", default=None,
+                   help="CURVE keys for the stream and monitor sockets: only clients with an "
+                        "authorized key get data (make a key directory with xspress3-keys DIR)")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names at start")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -78,9 +82,15 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
                        else none_or(args.settings)),
         stream=endpoint(args.stream, DEFAULT_STREAM), monitor=endpoint(args.monitor, DEFAULT_MONITOR),
         stream_queue_frames=args.stream_queue, ts_points=args.ts_points,
-        data_root=os.path.realpath(args.data_root) if args.data_root else None)
+        data_root=os.path.realpath(args.data_root) if args.data_root else None,
+        stream_keys=args.stream_keys)
     if options.data_root is not None and not os.path.isdir(options.data_root):
         p.error(f"--data-root {args.data_root}: not an existing directory")
+    if options.stream_keys is not None:
+        try:
+            ServerKeys(options.stream_keys)
+        except StreamKeyError as ex:   # open sockets when keys were asked for: worse than stopping
+            p.error(f"--stream-keys: {ex}")
     return options, args
 
 
@@ -169,6 +179,8 @@ def main(argv=None) -> int:
               + " (limit with --interfaces, --stream, --monitor)", flush=True)
     if options.data_root is not None:
         print(f"xspress3-ioc: files only under the data root {options.data_root}", flush=True)
+    if options.stream_keys is not None:
+        print(f"xspress3-ioc: stream and monitor need CURVE keys from {options.stream_keys}", flush=True)
     if access is not None:
         print(f"xspress3-ioc: access security {args.access}: {access.describe()}", flush=True)
     if args.list_pvs:

@@ -26,6 +26,7 @@ from caproto.server import SubGroup, pvproperty
 
 from xspress3.driver import Xspress3
 from xspress3.vocabulary import NUM_SCAS, TriggerMode
+from xspress3.writers.stream_keys import server_keys
 
 from . import enums
 from .enums import DataType, DisabledEnabled, DisableEnable, NoYes, TsAction, TsMode
@@ -64,6 +65,11 @@ class IocBase(Xsp3Group):
         self.bins = options.bins
         self.controller = RunController(options, PvPublisher(self), driver=driver,
                                         driver_error=driver_error)
+        # --stream-keys: CURVE on the stream and monitor sockets (set before they bind)
+        keys = server_keys(options.stream_keys)
+        for sockets in (self.controller.stream, self.controller.monitor):
+            if sockets is not None:
+                sockets.keys = keys
         self.settings = SettingsStore(options.settings_file, self)
         self.ca_context = None          # the caproto server Context, set by main.serve
         self._started = time.time()
