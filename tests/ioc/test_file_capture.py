@@ -105,6 +105,23 @@ def test_unwritable_directory_is_refused_at_capture_with_the_os_reason(ioc, tmp_
     assert ioc.get("HDF1:FilePathExists_RBV") == "Yes"
 
 
+def test_a_directory_under_a_regular_file_says_why(ioc, tmp_path):
+    """Unwritable for root too: the path runs through a regular file."""
+    (tmp_path / "plain").write_text("not a directory")
+    ioc.put("HDF1:FilePath", str(tmp_path / "plain" / "sub"))
+    assert ioc.get("HDF1:FilePathExists_RBV") == "No"
+    ioc.put("HDF1:FileName", "nowhere")
+    ioc.put("HDF1:CreateDirectory", -1)
+    try:
+        with pytest.raises(Exception):
+            ioc.put_checked("HDF1:Capture", 1, timeout=10)
+    finally:
+        ioc.put("HDF1:CreateDirectory", 0)
+    message = ioc.get("HDF1:WriteMessage")
+    assert message == f"cannot create {tmp_path / 'plain' / 'sub'}: {os.strerror(20)}", message
+    assert ioc.get("HDF1:Capture_RBV") == "Done"
+
+
 def test_open_failure_reports_the_os_error_and_counts_every_frame_not_written(ioc, tmp_path):
     """The directory goes away between Capture=1 and the run: the open fails with the
     system's reason, NumCaptured_RBV is 0 for this capture (not the previous file's
