@@ -182,10 +182,10 @@ class FileCapture:
         if problem is not None:
             raise Rejected(problem)
         path = format_file_name(t.template, directory, t.name, t.number)
-        if os.path.dirname(os.path.realpath(path)) != directory:
-            raise Rejected(f"FileTemplate {t.template!r} puts the file outside FilePath ({path})")
         if os.path.lexists(path):
             raise Rejected(f"file {path} already exists; change FileName or FileNumber")
+        if os.path.dirname(os.path.realpath(path)) != directory:
+            raise Rejected(f"FileTemplate {t.template!r} puts the file outside FilePath ({path})")
         return path
 
     async def stop(self, message: str, failed: bool = False) -> None:
