@@ -26,7 +26,6 @@ import asyncio
 import functools
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Optional
@@ -35,7 +34,8 @@ from xspress3.writers.hdf5 import ERROR as WRITER_ERROR, HDF5Writer, WriteResult
 from xspress3.writers.layout import COMPRESSIONS
 from xspress3.writers.wire import FrameBlock, SeriesStart
 
-from .file_paths import PathRefused, check_file_name, probe_writable, resolve_directory
+from .file_paths import (PathRefused, check_file_name, creation_error, probe_writable,
+                         resolve_directory)
 from .options import IocOptions
 from .publisher import Out, Publisher, Rejected
 
@@ -86,13 +86,8 @@ def open_failure_reason(path: str, ex: BaseException) -> str:
     raise without one), else the error's text."""
     if isinstance(ex, OSError) and ex.errno:
         return os_reason(ex)
-    try:
-        fd, scratch = tempfile.mkstemp(prefix=".xspress3-probe-", dir=os.path.dirname(path))
-    except OSError as probe:
-        return os_reason(probe)
-    os.close(fd)
-    os.unlink(scratch)
-    return str(ex) or type(ex).__name__
+    probe = creation_error(os.path.dirname(path))
+    return os_reason(probe) if probe is not None else (str(ex) or type(ex).__name__)
 
 
 class FileCapture:
