@@ -115,8 +115,11 @@ def test_receiver_killed_mid_run_and_restarted(fresh_ioc, tmp_path):
     sent = ioc.get("det1:StreamFramesSent_RBV")
     lost = ioc.get("det1:StreamFramesLost_RBV")
     assert sent + lost == 4000
-    if lost:
-        assert "no receiver" in ioc.get("det1:StreamLostReason_RBV")
+    reasons = ioc.get("det1:StreamLostReason_RBV")
+    assert lost > 0 and reasons, "killing the receiver mid-run lost nothing?"
+    counted = {k: int(v) for k, v in (r.split(": ") for r in reasons.split("; "))}
+    assert sum(counted.values()) == lost
+    assert set(counted) <= {"receiver gone", "no receiver"}, reasons
     # the restarted receiver picked the series up mid-way and wrote what it got
     ioc.put("det1:NumImages", 10)
     ioc.put("det1:Acquire", 1, wait=True, timeout=30)
@@ -135,6 +138,13 @@ def test_receiver_killed_mid_run_and_restarted(fresh_ioc, tmp_path):
     assert len(killed) == 1
     with h5py.File(killed[0], "r", swmr=True) as f:
         assert f["/entry/instrument/detector/data"].shape[1:] == (4, 4096)
+        in_killed = f["/entry/instrument/detector/frame_numbers"].shape[0]
+    # exact accounting: every frame of the run is in one of the two files or counted lost
+    assert in_killed + len(numbers) == sent
+    # the second file names the frames it lacks: the ones before it joined
+    missing = first_series.attrs["missing_frames"]
+    assert missing[:, 1].sum() == 4000 - len(numbers)
+    assert missing[0, 0] == 0
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs mount(8) and tmpfs")
