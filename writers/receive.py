@@ -296,7 +296,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     sys.stderr.flush()
     code = 0
     with StreamReceiver(args.connect, auto_ack=False, window_bytes=int(args.window_mb * (1 << 20)),
-                        name=f"xspress3-receive {socket.gethostname()}:{os.getpid()}") as receiver:
+                        name=f"xspress3-receive {socket.gethostname()}:{os.getpid()}",
+                        on_sync=lambda series_id: session.idle()) as receiver:
         try:
             code = _receive_loop(receiver, session, stop, wake_r, args.max_series)
         except StreamRefused as exc:

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -700,7 +700,12 @@ class StreamSender:
     def _finish(self, request: _EndRequest, series: Optional[_Series]) -> None:
         assert series is not None
         sid = series.start.series_id
-        # Wait for the holder to acknowledge what it got (it stores, flushes and says so).
+        # Ask the holder to store and acknowledge now, and wait for it.
+        holder = self._holder
+        if holder is not None and holder.series_id == sid and holder.unsettled > 0:
+            reason = self._send(holder, wire.encode_control(wire.Sync(sid)), request.deadline)
+            if reason is not None:
+                log.warning("stream: sync of %s not sent: %s", sid, reason)
         while True:
             holder = self._holder
             if holder is None or holder.series_id != sid or holder.unsettled <= 0:
@@ -778,9 +783,12 @@ class StreamReceiver:
     def __init__(self, endpoint: str = f"tcp://localhost:{wire.DEFAULT_PORT}", rcvhwm: int = 0,
                  poll_timeout_s: float = 0.2, context: Optional[zmq.Context] = None,
                  window_bytes: int = wire.DEFAULT_WINDOW_BYTES, auto_ack: bool = True,
-                 name: str = "") -> None:
-        """``rcvhwm``: messages zmq may queue here (0: no limit; the window bounds them)."""
+                 name: str = "", on_sync: Optional[Callable[[str], None]] = None) -> None:
+        """``rcvhwm``: messages zmq may queue here (0: no limit; the window bounds them).
+        ``on_sync(series_id)``: the IOC sent every frame of the series and waits for the
+        acknowledgement (a writer flushes now)."""
         self.endpoint = endpoint
+        self.on_sync = on_sync
         self.poll_timeout_s = poll_timeout_s
         self.auto_ack = auto_ack
         self.bad_messages = 0
@@ -845,6 +853,9 @@ class StreamReceiver:
         if isinstance(msg, wire.Welcome):
             self.holding = True
             log.info("holding the stream at %s (window %.1f MiB)", self.endpoint, msg.window_bytes / (1 << 20))
+        elif isinstance(msg, wire.Sync):
+            if self.on_sync is not None:
+                self.on_sync(msg.series_id)
         elif isinstance(msg, wire.Refused):
             self.holding = False
             self.refused_reason = msg.reason

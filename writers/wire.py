@@ -43,6 +43,7 @@ TYPE_ACK = "ack"
 # IOC -> receiver
 TYPE_WELCOME = "welcome"
 TYPE_REFUSED = "refused"
+TYPE_SYNC = "sync"
 
 #: Bytes of frames a receiver lets the IOC have in flight unless it asks otherwise.
 DEFAULT_WINDOW_BYTES = 64 << 20
@@ -242,9 +243,17 @@ class Refused:
     reason: str
 
 
-Control = Union[Hello, Ack, Welcome, Refused]
+@dataclass(frozen=True)
+class Sync:
+    """IOC -> receiver: every frame of the series is sent; store what you have and
+    acknowledge now (the end message waits for that acknowledgement)."""
+
+    series_id: str
+
+
+Control = Union[Hello, Ack, Welcome, Refused, Sync]
 _CONTROL_TYPES: dict[str, type] = {TYPE_HELLO: Hello, TYPE_ACK: Ack, TYPE_WELCOME: Welcome,
-                                   TYPE_REFUSED: Refused}
+                                   TYPE_REFUSED: Refused, TYPE_SYNC: Sync}
 _CONTROL_TEXT_FIELDS = ("series_id", "reason", "receiver", "failed_reason")
 _CONTROL_NAMES: dict[type, str] = {cls: name for name, cls in _CONTROL_TYPES.items()}
 
@@ -295,7 +304,7 @@ def encode_end(end: SeriesEnd) -> list[bytes]:
 
 
 def encode_control(msg: Control) -> list[bytes]:
-    """One-part session message (hello, ack, welcome, refused)."""
+    """One-part session message (hello, ack, welcome, refused, sync)."""
     header: dict[str, Any] = {"type": _CONTROL_NAMES[type(msg)], "version": FORMAT_VERSION}
     header.update(dataclasses.asdict(msg))
     return [_json_part(header)]

@@ -36,6 +36,7 @@ def stream_md() -> str:
     (wire.Welcome, "## `welcome` message"),
     (wire.Refused, "## `refused` message"),
     (wire.Ack, "## `ack` message"),
+    (wire.Sync, "## `sync` message"),
 ])
 def test_every_field_of_a_message_is_documented(stream_md, cls, heading):
     documented = table_fields(section(stream_md, heading))

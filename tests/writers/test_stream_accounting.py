@@ -151,3 +151,31 @@ def test_window_bounds_what_is_in_flight_and_the_receiver_sets_the_pace(sender, 
     assert sender.paced_s > 0.05
     assert any("the receiver sets the pace" in r.getMessage() for r in caplog.records)
     assert any("the receiver set the pace for" in r.getMessage() for r in caplog.records)
+
+
+def test_end_asks_the_receiver_to_store_now_and_waits_for_its_ack(sender):
+    """A receiver that acknowledges only when asked (sync): end_series waits for that
+    acknowledgement and reports exactly what the receiver said it stored."""
+    synced: list[str] = []
+    with stream.StreamReceiver(sender.endpoint, auto_ack=False, on_sync=synced.append) as receiver:
+        assert sender.wait_for_receivers(1, timeout=10)
+        sender.begin_series(make_start("synced"))
+        for i in range(3):
+            assert sender.offer(block_values(i * 5, 5), timeout=10)
+        result: list[wire.SeriesEnd] = []
+        ender = threading.Thread(target=lambda: result.append(sender.end_series(timeout=20)))
+        ender.start()
+        frames = 0
+        deadline = time.monotonic() + 20
+        while not synced and time.monotonic() < deadline:
+            msg = receiver.recv(timeout=0.2)
+            if isinstance(msg, wire.FrameBlock):
+                frames += msg.count
+        assert synced == ["synced"] and frames == 15
+        assert ender.is_alive(), "end_series did not wait for the acknowledgement"
+        receiver.ack(wire.Ack("synced", 15, 12, 3, "disk full"))
+        end_msg = receiver.recv(timeout=20)
+        ender.join(20)
+    assert isinstance(end_msg, wire.SeriesEnd) and result == [end_msg]
+    assert (end_msg.frames_sent, end_msg.frames_lost) == (12, 3)
+    assert end_msg.lost_reason == f"{stream.REASON_RECEIVER_FAILED}: 3"
