@@ -179,3 +179,45 @@ def test_end_asks_the_receiver_to_store_now_and_waits_for_its_ack(sender):
     assert isinstance(end_msg, wire.SeriesEnd) and result == [end_msg]
     assert (end_msg.frames_sent, end_msg.frames_lost) == (12, 3)
     assert end_msg.lost_reason == f"{stream.REASON_RECEIVER_FAILED}: 3"
+
+
+def _peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_receiver_memory_stays_bounded_whatever_is_offered(tmp_path, subprocess_env):
+    """6 000 full frames (375 MiB) pushed as fast as zmq takes them (no high-water mark
+    on the sender) to a receiver with a 16 MiB window: the window fills, so the
+    receiver sets the pace (the sender waited for its credit) instead of buffering,
+    and its peak RSS stays below 256 MiB. (On this machine the page cache takes the
+    writes fast enough that a 1 000 MiB window is never filled by one sender; the
+    pacing assertion is what tells the window is in force.)"""
+    sender = stream.StreamSender("tcp://127.0.0.1:0", max_queued_frames=8192, sndhwm=0, end_timeout=60)
+    sender.start()
+    proc = start_receiver(sender.endpoint, tmp_path, subprocess_env, "--window-mb", "16")
+    try:
+        assert sender.wait_for_receivers(1, timeout=30)
+        sender.begin_series(make_start("bounded", **FULL))
+        blocks = [block_values(i * 64, 64, **FULL) for i in range(4)]
+        for i in range(6000 // 64):
+            b = blocks[i % 4]
+            block = wire.FrameBlock(i * 64, b.spectra, b.scalers, b.dtfactor, b.dtpercent)
+            while not sender.offer(block, timeout=1.0):
+                pass
+        end = sender.end_series(timeout=60)
+        peak = _peak_rss_mib(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sender.close(linger=0)
+    assert (end.frames_sent, end.frames_lost) == (5952, 0), err
+    assert peak < 256, f"receiver peak RSS {peak:.0f} MiB"
+    assert sender.paced_s > 0, "the receiver never set the pace: the test did not load it"
+    assert layout.read_frames(tmp_path / "bounded.h5").count == 5952
