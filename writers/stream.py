@@ -525,7 +525,10 @@ class StreamSender:
 
     def _on_hello(self, identity: bytes, frame: zmq.Frame, hello: wire.Hello) -> None:
         fd = frame.get(zmq.SRCFD)
-        address = frame.get("Peer-Address") if hasattr(frame, "get") else "?"
+        try:
+            address = frame.get("Peer-Address")
+        except zmq.ZMQError:   # transports without a peer address (ipc, inproc)
+            address = "?"
         name = f"{hello.receiver or 'receiver'} at {address}"
         holder = self._holder
         if holder is not None and holder.identity != identity:

@@ -222,3 +222,37 @@ def test_full_rate_stream_keeps_every_frame_intact(tmp_path):
             np.testing.assert_array_equal(contents.frame_numbers, np.arange(20000))
             np.testing.assert_array_equal(contents.scalers[:, :, 4], contents.spectra.sum(axis=2))
         assert ioc.get("det1:StreamFramesLost_RBV") == 0
+
+
+def test_a_second_receiver_is_refused_and_the_first_gets_every_frame(fresh_ioc, tmp_path):
+    """issue 16: a second client used to take a round-robin share (101 of 200 messages,
+    the start among them). Now it is refused, says why, and the IOC logs it."""
+    ioc = fresh_ioc
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    first = start_receiver(ioc, one, "--max-series", "1")
+    second = subprocess.Popen([sys.executable, "-m", "xspress3.writers.receive", "--connect",
+                               ioc.stream_endpoint, "--output", str(two), "--quiet"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out2, _ = second.communicate(timeout=30)
+        assert second.returncode == 3, out2
+        assert "refused this receiver" in out2 and "holds the stream" in out2
+        ioc.put("det1:NumImages", 200)
+        ioc.put("det1:AcquireTime", 0.001)
+        ioc.put("det1:Acquire", 1, wait=True, timeout=60)
+        out1, _ = first.communicate(timeout=30)
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.kill()
+    assert first.returncode == 0, out1
+    (rfile,) = wait_files(one, 1)
+    contents = layout.read_frames(rfile)
+    np.testing.assert_array_equal(contents.frame_numbers, np.arange(200))
+    assert contents.attrs["complete"] is True
+    assert list(two.iterdir()) == []
+    assert ioc.get("det1:StreamFramesSent_RBV") == 200
+    assert ioc.get("det1:StreamFramesLost_RBV") == 0
+    assert "stream: refused xspress3-receive" in ioc.output()
