@@ -29,6 +29,7 @@ import zmq
 from . import layout, wire
 from .hdf5 import HDF5Writer
 from .stream import StreamReceiver, StreamRefused
+from .stream_keys import StreamKeyError, client_keys
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="frame memory the IOC may fill here before it waits (credit), MiB (default %(default)g)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.add_argument("--log-level", default="WARNING", help="logging level (default %(default)s)")
+    p.add_argument("--keys", metavar="DIR", default=None,
+                   help="CURVE key directory (server.key and the client's key_secret) when the IOC "
+                        "runs with --stream-keys")
+    p.add_argument("--key-name", default="client", metavar="NAME",
+                   help="which client key pair in --keys to use (default %(default)s)")
     return p
 
 
@@ -272,6 +278,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             _parser().error("--output DIR is required unless --decode-only")
         if not args.output.is_dir():
             _parser().error(f"--output {args.output} is not a directory")
+    try:
+        keys = client_keys(args.keys, args.key_name)
+    except StreamKeyError as exc:
+        _parser().error(str(exc))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -297,7 +307,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     code = 0
     with StreamReceiver(args.connect, auto_ack=False, window_bytes=int(args.window_mb * (1 << 20)),
                         name=f"xspress3-receive {socket.gethostname()}:{os.getpid()}",
-                        on_sync=lambda series_id: session.idle()) as receiver:
+                        on_sync=lambda series_id: session.idle(), keys=keys) as receiver:
         try:
             code = _receive_loop(receiver, session, stop, wake_r, args.max_series)
         except StreamRefused as exc:

@@ -86,9 +86,12 @@ def sender_socket(ctx: zmq.Context, sndhwm: int) -> zmq.Socket:
     return sock
 
 
-def receiver_socket(ctx: zmq.Context, rcvhwm: int) -> zmq.Socket:
-    """A receiver's stream socket (not yet connected): the one place it is made."""
+def receiver_socket(ctx: zmq.Context, rcvhwm: int, keys=None) -> zmq.Socket:
+    """A receiver's stream socket (not yet connected): the one place it is made.
+    ``keys``: stream_keys.ClientKeys (CURVE) or None."""
     sock = ctx.socket(zmq.DEALER)
+    if keys is not None:
+        keys.secure(sock)
     sock.setsockopt(zmq.ROUTING_ID, b"rx-" + uuid.uuid4().hex.encode("ascii"))
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.SNDTIMEO, 1000)
@@ -174,6 +177,7 @@ class StreamSender:
         send_timeout_s: Optional[float] = None,
         stall_timeout: float = 5.0,
         end_timeout: float = 10.0,
+        keys=None,
     ) -> None:
         """``send_timeout_s``: how long one message may wait for a connected but stalled
         receiver before it is counted lost; None waits as long as a receiver is connected.
@@ -186,6 +190,7 @@ class StreamSender:
         if max_queued_frames < 1:
             raise ValueError("max_queued_frames must be >= 1")
         self._bind_endpoint = endpoint
+        self.keys = keys  # stream_keys.ServerKeys (CURVE) or None; may be set before start()
         self.max_queued_frames = max_queued_frames
         self.sndhwm = sndhwm
         self.send_timeout_s = send_timeout_s
@@ -426,6 +431,8 @@ class StreamSender:
         # which is what DISCONNECTED carries.
         mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         try:
+            if self.keys is not None:
+                self.keys.secure(sock)
             sock.bind(self._bind_endpoint)
             self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
@@ -786,8 +793,9 @@ class StreamReceiver:
     def __init__(self, endpoint: str = f"tcp://localhost:{wire.DEFAULT_PORT}", rcvhwm: int = 0,
                  poll_timeout_s: float = 0.2, context: Optional[zmq.Context] = None,
                  window_bytes: int = wire.DEFAULT_WINDOW_BYTES, auto_ack: bool = True,
-                 name: str = "", on_sync: Optional[Callable[[str], None]] = None) -> None:
+                 name: str = "", on_sync: Optional[Callable[[str], None]] = None, keys=None) -> None:
         """``rcvhwm``: messages zmq may queue here (0: no limit; the window bounds them).
+        ``keys``: stream_keys.ClientKeys (CURVE) or None.
         ``on_sync(series_id)``: the IOC sent every frame of the series and waits for the
         acknowledgement (a writer flushes now)."""
         self.endpoint = endpoint
@@ -799,7 +807,7 @@ class StreamReceiver:
         self.refused_reason = ""
         self._hello = wire.Hello(window_bytes, name or f"{socket.gethostname()}:{os.getpid()}")
         self._ctx = context or zmq.Context.instance()
-        self._sock = receiver_socket(self._ctx, rcvhwm)
+        self._sock = receiver_socket(self._ctx, rcvhwm, keys)
         self._mon = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
