@@ -26,7 +26,7 @@ from typing import Callable, Optional, TextIO
 
 import zmq
 
-from . import layout, wire
+from . import layout, stream, wire
 from .hdf5 import HDF5Writer
 from .stream import StreamReceiver, StreamRefused
 from .stream_keys import StreamKeyError, client_keys
@@ -331,7 +331,8 @@ def _receive_loop(receiver: StreamReceiver, session: Session, stop: threading.Ev
     poller.register(mon, zmq.POLLIN)
     poller.register(wake, zmq.POLLIN)
     while not stop.is_set():
-        events = dict(poller.poll(int(IDLE_S * 1000)))
+        wait = stream.ACK_INTERVAL_S if receiver.ack_pending else IDLE_S
+        events = dict(poller.poll(int(wait * 1000)))
         if wake in events or wake.fileno() in events:
             _drain(wake)
         if mon in events:
@@ -349,6 +350,8 @@ def _receive_loop(receiver: StreamReceiver, session: Session, stop: threading.Ev
         if not got and not events:
             session.idle()
         _acknowledge(receiver, session)
+        if not got:
+            receiver.send_pending_ack()   # quiet: the credit goes back now
     return 0
 
 

@@ -55,6 +55,8 @@ OWN_REASONS = (REASON_NO_RECEIVER, REASON_END_TIMEOUT, REASON_SEND_TIMEOUT, REAS
                REASON_RECEIVER_GONE, REASON_UNCONFIRMED, REASON_RECEIVER_FAILED)
 
 _POLL_MS = 100
+#: Credit-only acks go out at most this often (each costs the IOC a decode).
+ACK_INTERVAL_S = 0.005
 #: Waiting this long for credit in a series is logged as "the receiver sets the pace".
 PACE_LOG_S = 0.05
 # libzmq (4.3.x) aborts the process when a socket is closed with linger 0 while a
@@ -813,6 +815,8 @@ class StreamReceiver:
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._mon, zmq.POLLIN)
         self._last_ack: Optional[wire.Ack] = None
+        self._pending_ack: Optional[wire.Ack] = None
+        self._last_ack_t = 0.0
         self._auto_series = ""
         self._auto_frames = 0
         self._connections = 0
@@ -836,6 +840,7 @@ class StreamReceiver:
             msg = self._recv_ready()
             if msg is not None:
                 return msg
+            self.send_pending_ack()   # caught up: the IOC gets its credit before we wait
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             wait = self.poll_timeout_s if deadline is None else min(self.poll_timeout_s,
@@ -865,6 +870,7 @@ class StreamReceiver:
             self.holding = True
             log.info("holding the stream at %s (window %.1f MiB)", self.endpoint, msg.window_bytes / (1 << 20))
         elif isinstance(msg, wire.Sync):
+            self.send_pending_ack()
             if self.on_sync is not None:
                 self.on_sync(msg.series_id)
         elif isinstance(msg, wire.Refused):
@@ -900,12 +906,33 @@ class StreamReceiver:
             self.ack(wire.Ack(self._auto_series, self._auto_frames, self._auto_frames))
 
     def ack(self, ack: wire.Ack) -> None:
-        """Tell the IOC how far this receiver got (sent only when something changed)."""
-        if ack == self._last_ack:
+        """Tell the IOC how far this receiver got. A change of ``stored`` or ``failed``
+        goes out at once (the IOC counts those); credit alone (``released``) at most
+        every ACK_INTERVAL_S, and before ``recv`` waits: the counts are cumulative,
+        so the last ack says everything the skipped ones said."""
+        last = self._last_ack
+        if ack == last:
+            self._pending_ack = None
+            return
+        self._pending_ack = ack
+        settled = last is None or ack.series_id != last.series_id or (ack.stored, ack.failed) != (
+            last.stored, last.failed)
+        if settled or time.monotonic() - self._last_ack_t >= ACK_INTERVAL_S:
+            self.send_pending_ack()
+
+    @property
+    def ack_pending(self) -> bool:
+        """An ack is held back by the interval (an outer loop should not sleep long)."""
+        return self._pending_ack is not None
+
+    def send_pending_ack(self) -> None:
+        ack = self._pending_ack
+        if ack is None:
             return
         try:
             self._sock.send_multipart(wire.encode_control(ack), zmq.NOBLOCK)
-            self._last_ack = ack
+            self._last_ack, self._pending_ack = ack, None
+            self._last_ack_t = time.monotonic()
         except zmq.Again:
             log.debug("ack not sent (not connected); the next one carries the same counts")
 
