@@ -11,11 +11,14 @@ from .options import IocOptions
 
 @dataclass(frozen=True)
 class StreamStats:
-    """The stream's counters of the open (or last) series."""
+    """The stream's counters of the open (or last) series. ``frames_sent`` counts frames
+    the receiver acknowledged stored; ``paced_s`` > 0 says the receiver set the pace
+    (seconds the stream waited for its credit)."""
     receivers: int
     frames_sent: int
     frames_lost: int
     lost_reason: str
+    paced_s: float = 0.0
 
 
 def make_sender(options: IocOptions) -> StreamSender:
@@ -27,4 +30,4 @@ def make_sender(options: IocOptions) -> StreamSender:
 def stream_stats(sender: StreamSender) -> StreamStats:
     reasons = sender.lost_reasons
     return StreamStats(sender.receivers, sender.frames_sent, sender.frames_lost,
-                       "; ".join(f"{k}: {v}" for k, v in reasons.items()))
+                       "; ".join(f"{k}: {v}" for k, v in reasons.items()), sender.paced_s)

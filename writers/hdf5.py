@@ -52,6 +52,14 @@ class WriteResult:
     error: str
 
 
+@dataclass(frozen=True)
+class _Missing:
+    """Frames of the series that will never come (recorded in the file, in order with the blocks)."""
+
+    first_frame: int
+    count: int
+
+
 class _Close:
     def __init__(self, complete: bool = True) -> None:
         self.done = threading.Event()
@@ -64,14 +72,20 @@ class HDF5Writer:
     def __init__(self, max_queued_frames: int = 16384,
                  on_status: Optional[Callable[[WriterStatus], None]] = None,
                  status_interval_s: float = 0.2, flush_interval_s: float = 1.0,
-                 min_free_bytes: int = layout.MIN_FREE_BYTES) -> None:
+                 min_free_bytes: int = layout.MIN_FREE_BYTES,
+                 on_stored: Optional[Callable[[int], None]] = None) -> None:
+        """``on_stored(frames)``: called from the writer thread whenever more frames of
+        the open series are safe in the file (after a flush or the close)."""
         self.max_queued_frames = max_queued_frames
+        self.on_stored = on_stored
         self.min_free_bytes = min_free_bytes
         self.on_status = on_status
         self.status_interval_s = status_interval_s
         self.flush_interval_s = flush_interval_s
         self._cond = threading.Condition()
-        self._queue: collections.deque[Union[wire.FrameBlock, _Close]] = collections.deque()
+        self._queue: collections.deque[Union[wire.FrameBlock, _Missing, _Close]] = collections.deque()
+        self._stored = 0   # frames of the open (or last) series flushed to the file
+        self._flush_requested = False
         self._queued_frames = 0
         self._file: Optional[layout.SeriesFile] = None
         self._open = False  # between open_series and the end of close_series
@@ -120,7 +134,7 @@ class HDF5Writer:
             self._state, self._path = WRITING, str(path)
             self._message = f"writing {Path(path).name}"
             self._last_error = ""
-            self._written = self._dropped = self._skipped = 0
+            self._written = self._dropped = self._skipped = self._stored = 0
             self._dropped_reasons = {}
             self._capture_done = False
             self._result = None
@@ -162,6 +176,27 @@ class HDF5Writer:
             self._queued_frames += n
             self._cond.notify_all()
         return True
+
+    def note_missing(self, first_frame: int, count: int) -> None:
+        """Record in the file, after the blocks queued so far, that frames
+        ``first_frame .. first_frame + count - 1`` of the series will never come."""
+        with self._cond:
+            if not self._accepting:
+                raise RuntimeError("note_missing() without an open series")
+            self._queue.append(_Missing(first_frame, count))
+            self._cond.notify_all()
+
+    def request_flush(self) -> None:
+        """Flush what is written as soon as the queue is empty (a receiver gone idle wants
+        its frames safe and acknowledged now, not at the next flush interval)."""
+        with self._cond:
+            self._flush_requested = True
+            self._cond.notify_all()
+
+    @property
+    def frames_stored(self) -> int:
+        """Frames of the open (or last) series safe in the file (flushed)."""
+        return self._stored
 
     @property
     def is_open(self) -> bool:
@@ -279,7 +314,7 @@ class HDF5Writer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._queue and not self._stop and not self._status_pending:
+                if not self._queue and not self._stop and not self._status_pending and not self._flush_requested:
                     # Wake up now and then while idle to keep the flush-per-interval promise.
                     self._cond.wait(min(max(self.flush_interval_s / 2, 0.05), 0.5))
                 if self._stop and not self._queue:
@@ -289,25 +324,51 @@ class HDF5Writer:
                     self._queued_frames -= item.count
                 self._cond.notify_all()
                 status_pending, self._status_pending = self._status_pending, False
+                flush_now = item is None and self._flush_requested
+                if item is None:
+                    self._flush_requested = False
             if status_pending:
                 self._notify(force=True)
             if item is None:
-                self._idle_flush()
+                self._idle_flush(flush_now)
             elif isinstance(item, _Close):
                 self._close_file(item.complete)
                 item.done.set()
+            elif isinstance(item, _Missing):
+                if self._file is not None and not self._file.closed:
+                    self._file.note_missing(item.first_frame, item.count)
             else:
                 self._write(item)
+            self._report_stored()
 
-    def _idle_flush(self) -> None:
-        """Keep the once-a-second flush promise when blocks stop arriving."""
+    def _idle_flush(self, now: bool = False) -> None:
+        """Keep the once-a-second flush promise when blocks stop arriving (``now``: flush
+        at once if anything is unflushed)."""
         handle = self._file
         if handle is None or handle.closed:
             return
         try:
-            handle.flush_if_due()
+            if now and handle.frames_flushed < handle.frames_written:
+                handle.flush()
+            else:
+                handle.flush_if_due()
         except Exception as exc:
             self._fail(exc)
+
+    def _report_stored(self) -> None:
+        """Publish the flushed frame count when it grew (writer thread)."""
+        handle = self._file
+        if handle is None:
+            return
+        stored = handle.frames_flushed
+        if stored > self._stored:
+            with self._cond:
+                self._stored = stored
+            if self.on_stored is not None:
+                try:
+                    self.on_stored(stored)
+                except Exception:
+                    log.exception("on_stored callback failed")
 
     def _write(self, block: wire.FrameBlock) -> None:
         handle = self._file
@@ -375,6 +436,7 @@ class HDF5Writer:
             except Exception as exc:
                 complete = False
                 self._fail(exc)
+        self._report_stored()
         with self._cond:
             self._result = WriteResult(self._path, self._written, self._dropped, self._skipped,
                                        complete and self._state != ERROR, self._last_error)

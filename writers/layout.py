@@ -48,6 +48,7 @@ SCALERS = "/entry/instrument/detector/scalers"
 FRAME_NUMBERS = "/entry/instrument/detector/frame_numbers"
 FRAMES_WRITTEN = "/entry/instrument/detector/frames_written"
 FRAMES_EXPECTED = "/entry/instrument/detector/frames_expected"
+MISSING_FRAMES = "/entry/instrument/detector/missing_frames"
 COMPLETE = "/entry/instrument/detector/complete"
 DETECTOR_INFO = "/entry/instrument/detector/info"
 NDATTRIBUTES = "/entry/instrument/NDAttributes"
@@ -227,6 +228,7 @@ class SeriesFile:
         self.flush_interval_s = flush_interval_s
         self.min_free_bytes = min_free_bytes
         self.frames_written = 0
+        self.frames_flushed = 0   # frames a reader (or a kill) finds in the file
         self.closed = False
         self.broken = False
         self._h5 = h5
@@ -240,6 +242,9 @@ class SeriesFile:
         self._scalers = h5[SCALERS]
         self._frame_numbers = h5[FRAME_NUMBERS]
         self._frames_written_ds = h5[FRAMES_WRITTEN]
+        self._missing_ds = h5[MISSING_FRAMES]
+        self._missing: list[tuple[int, int]] = []
+        self._missing_written = 0
         self._attr_ds = [
             [h5[f"{NDATTRIBUTES}/{ndattribute_name(c + 1, s)}"] for s in NDATTR_SUFFIXES]
             for c in range(start.channels)
@@ -349,7 +354,23 @@ class SeriesFile:
             row = self.frames_written - self.frames_written % self._chunk_rows
             self._data.id.write_direct_chunk((row, 0, 0), self._encode_chunk(self._open_chunk))
         self._write_staged()
+        self._write_missing()
         self._frames_written_ds[()] = self.frames_written
+
+    def note_missing(self, first_frame: int, count: int) -> None:
+        """Record frames of the series that will never be in this file (written with the
+        next flush or the close)."""
+        if count > 0:
+            self._missing.append((int(first_frame), int(count)))
+
+    def _write_missing(self) -> None:
+        new = self._missing[self._missing_written:]
+        if not new:
+            return
+        a = self._missing_written
+        self._missing_ds.resize(a + len(new), axis=0)
+        self._missing_ds[a:a + len(new)] = np.asarray(new, dtype=np.int64)
+        self._missing_written = a + len(new)
 
     def _check_space(self, incoming: int) -> None:
         """Stop before the disk is full: HDF5 cannot close a file after a failed write."""
@@ -404,6 +425,7 @@ class SeriesFile:
         with self._guard("flush"):
             self._write_appended()
             self._h5.flush()
+        self.frames_flushed = self.frames_written
         self._last_flush = time.monotonic()
 
     def close(self, complete: bool) -> None:
@@ -421,6 +443,7 @@ class SeriesFile:
                     self._h5[COMPLETE][()] = bool(complete)
                     self._h5[END_TIME][()] = wire.utc_now_iso().encode("ascii")
                     self._h5.flush()
+                    self.frames_flushed = self.frames_written
                     self._drop_datasets()
                     self.closed = True
                     self._h5.close()
@@ -434,6 +457,7 @@ class SeriesFile:
 
     def _drop_datasets(self) -> None:
         self._data = self._scalers = self._frame_numbers = self._frames_written_ds = None  # type: ignore[assignment]
+        self._missing_ds = None  # type: ignore[assignment]
         self._attr_ds = []
         self._pending.clear()
         self._open_chunk = None
@@ -543,6 +567,10 @@ def _build(h5: h5py.File, start: wire.SeriesStart, compression: str) -> None:
     _string(det, "description", str(start.detector.get("model", "Xspress3")))
     det.create_dataset("frames_expected", data=np.int64(start.frames_expected))
     det.create_dataset("frames_written", data=np.int64(0))
+    missing = det.create_dataset("missing_frames", shape=(0, 2), maxshape=(None, 2), chunks=(1024, 2),
+                                 dtype=np.int64)
+    missing.attrs["columns"] = ["first_frame", "count"]
+    missing.attrs["description"] = "runs of frames of the series that are not in this file"
     det.create_dataset("complete", data=False)
     info = _nx(det.create_group("info"), "NXcollection")
     for key, value in start.detector.items():
@@ -649,6 +677,7 @@ def read_frames(path: Union[str, os.PathLike]) -> FileContents:
             "dtc_applied": _scalar(h5[f"{DETECTOR}/dtc_applied"]),
             "frames_expected": _scalar(h5[FRAMES_EXPECTED]),
             "frames_written": _scalar(h5[FRAMES_WRITTEN]),
+            "missing_frames": h5[MISSING_FRAMES][()] if MISSING_FRAMES in h5 else np.zeros((0, 2), np.int64),
             "complete": _scalar(h5[COMPLETE]),
             "compression": str(h5[DATA].attrs["compression"]),
             "scaler_names": [str(s) for s in h5[SCALERS].attrs["scaler_names"]],

@@ -1,27 +1,34 @@
 """``xspress3-receive``: write the IOC's zmq stream into one HDF5 file per series.
 
 Runs anywhere the stream port is reachable, independent of the IOC. Blocks are
-decoded here and written by an `hdf5.HDF5Writer` thread, so receiving and
-writing overlap; when the writer's queue is full, receiving waits, and zmq's
-high-water marks carry the back-pressure to the IOC.
+decoded here (views of the received zmq frames, no copy) and written by an
+`hdf5.HDF5Writer` thread, so receiving and writing overlap. Memory stays bounded
+by the credit window this receiver announces: frames count against it until
+written, so a slow disk makes the IOC wait (back-pressure) instead of this
+process buffering. Frames are acknowledged as stored once flushed to the file,
+which is what the IOC counts as sent; the file lists the frames it lacks.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
-from . import layout, wire
+import zmq
+
+from . import layout, stream, wire
 from .hdf5 import HDF5Writer
-from .stream import StreamReceiver
+from .stream import StreamReceiver, StreamRefused
 from .stream_keys import StreamKeyError, client_keys
 
 log = logging.getLogger(__name__)
@@ -45,8 +52,15 @@ def unused_path(directory: Path, stem: str, suffix: str = ".h5") -> Path:
     return path
 
 
-WRITER_QUEUE_FRAMES = 4096
+#: The writer's queue is bounded by the credit window (frames count against it until
+#: written), not by a frame count: offers never wait, so acknowledgements never stall.
+WRITER_QUEUE_FRAMES = 1 << 30
 OFFER_WAIT_S = 1.0
+#: Flush (and so acknowledge) at least this often while frames arrive; an idle socket
+#: flushes at once.
+FLUSH_INTERVAL_S = 0.25
+IDLE_S = 0.05
+EXIT_REFUSED = 3
 
 
 @dataclass
@@ -62,14 +76,18 @@ class _Open:
     gaps: int = 0  # frames missing between consecutive blocks
     error: str = ""  # why the file is no longer being written
     path: str = ""
+    stored_final: int = 0  # frames flushed before writing stopped on an error
 
 
 class Session:
     """Turns stream messages into files and console output; usable without a socket."""
 
     def __init__(self, output: Optional[Path], compression: str = "None", quiet: bool = False,
-                 out: TextIO = sys.stderr) -> None:
+                 out: TextIO = sys.stderr, on_stored: Optional[Callable[[int], None]] = None) -> None:
+        """``on_stored``: called from the writer thread when more frames are flushed
+        (the receiver loop wakes up and acknowledges them)."""
         self.output = output
+        self.on_stored = on_stored
         self.compression = compression
         self.quiet = quiet
         self.out = out
@@ -99,7 +117,8 @@ class Session:
         if self.output is not None:
             path = str(unused_path(self.output, safe_file_stem(start.series_id)))
             if self._writer is None:
-                self._writer = HDF5Writer(max_queued_frames=WRITER_QUEUE_FRAMES)
+                self._writer = HDF5Writer(max_queued_frames=WRITER_QUEUE_FRAMES, flush_interval_s=FLUSH_INTERVAL_S,
+                                          on_stored=self.on_stored)
             try:
                 self._writer.open_series(path, start, self.compression)
                 writing = True
@@ -121,6 +140,8 @@ class Session:
             return
         if block.first_frame > cur.next_frame:
             cur.gaps += block.first_frame - cur.next_frame
+            if cur.writing:
+                self._writer.note_missing(cur.next_frame, block.first_frame - cur.next_frame)
         cur.next_frame = block.first_frame + block.count
         if cur.writing:
             while not self._writer.offer(block, OFFER_WAIT_S):
@@ -138,6 +159,28 @@ class Session:
         self._say(f"series {cur.start.series_id}: {cur.error}; file closed incomplete")
         cur.writing = False
         self._writer.close_series(complete=False)
+        cur.stored_final = self._writer.frames_stored
+
+    def progress(self) -> Optional[wire.Ack]:
+        """The acknowledgement for the open series: frames released from memory, stored
+        in the file and given up on (None without an open series)."""
+        cur = self._current
+        if cur is None:
+            return None
+        sid = cur.start.series_id
+        if cur.writing:
+            status = self._writer.status()
+            failed = status.frames_dropped
+            return wire.Ack(sid, status.frames_written + failed, self._writer.frames_stored, failed,
+                            status.message if failed else "")
+        if cur.error:
+            return wire.Ack(sid, cur.frames, cur.stored_final, cur.frames - cur.stored_final, cur.error)
+        return wire.Ack(sid, cur.frames, cur.frames)   # decode only: having them is the job
+
+    def idle(self) -> None:
+        """Nothing arrived for a moment: flush now so the IOC gets its acknowledgement."""
+        if self._current is not None and self._current.writing:
+            self._writer.request_flush()
 
     def _on_end(self, end: wire.SeriesEnd) -> None:
         cur = self._current
@@ -151,6 +194,9 @@ class Session:
         missing = cur.gaps
         if end is not None:
             missing = max(missing, end.frames_sent - cur.frames) + end.frames_lost
+            total = end.frames_sent + end.frames_lost   # every frame the IOC read in this series
+            if cur.writing and total > cur.next_frame:
+                self._writer.note_missing(cur.next_frame, total - cur.next_frame)
         complete = end is not None and missing == 0 and not cur.error
         if cur.writing:
             result = self._writer.close_series(complete=complete)
@@ -212,6 +258,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="spectra compression (default %(default)s)")
     p.add_argument("--decode-only", action="store_true", help="decode and count, write no file (benchmarks)")
     p.add_argument("--max-series", type=int, default=0, help="exit after this many series (0 = run forever)")
+    p.add_argument("--window-mb", type=float, default=wire.DEFAULT_WINDOW_BYTES / (1 << 20),
+                   help="frame memory the IOC may fill here before it waits (credit), MiB (default %(default)g)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.add_argument("--log-level", default="WARNING", help="logging level (default %(default)s)")
     p.add_argument("--keys", metavar="DIR", default=None,
@@ -241,20 +289,85 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    session = Session(None if args.decode_only else args.output, args.compression, args.quiet)
+    # The writer thread wakes the loop when it flushed, so the acknowledgement leaves at once.
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+
+    def on_stored(frames: int) -> None:
+        try:
+            wake_w.send(b"x")
+        except BlockingIOError:
+            return   # a wake-up is pending already
+
+    session = Session(None if args.decode_only else args.output, args.compression, args.quiet,
+                      on_stored=on_stored)
     sys.stderr.write(f"xspress3-receive: listening on {args.connect}\n")
     sys.stderr.flush()
-    with StreamReceiver(args.connect, keys=keys) as receiver:
+    code = 0
+    with StreamReceiver(args.connect, auto_ack=False, window_bytes=int(args.window_mb * (1 << 20)),
+                        name=f"xspress3-receive {socket.gethostname()}:{os.getpid()}",
+                        on_sync=lambda series_id: session.idle(), keys=keys) as receiver:
         try:
-            for msg in receiver.messages(stop):
-                session.handle(msg)
-                if args.max_series and session.series_done >= args.max_series:
-                    break
+            code = _receive_loop(receiver, session, stop, wake_r, args.max_series)
+        except StreamRefused as exc:
+            sys.stderr.write(f"xspress3-receive: {exc}\n")
+            code = EXIT_REFUSED
         finally:
             session.close("interrupted" if stop.is_set() else "receiver stopped")
+            wake_r.close()
+            wake_w.close()
     if session.skipped_frames:
         sys.stderr.write(f"skipped {session.skipped_frames} frames that arrived without their start message\n")
+    return code
+
+
+def _receive_loop(receiver: StreamReceiver, session: Session, stop: threading.Event,
+                  wake: socket.socket, max_series: int) -> int:
+    """Receive, hand to the session and acknowledge until stopped or ``max_series`` done."""
+    poller = zmq.Poller()
+    sock, mon = receiver.sockets
+    poller.register(sock, zmq.POLLIN)
+    poller.register(mon, zmq.POLLIN)
+    poller.register(wake, zmq.POLLIN)
+    while not stop.is_set():
+        wait = stream.ACK_INTERVAL_S if receiver.ack_pending else IDLE_S
+        events = dict(poller.poll(int(wait * 1000)))
+        if wake in events or wake.fileno() in events:
+            _drain(wake)
+        if mon in events:
+            receiver.service()
+        got = False
+        while True:
+            msg = receiver.recv(timeout=0)
+            if msg is None:
+                break
+            got = True
+            session.handle(msg)
+            _acknowledge(receiver, session)
+            if max_series and session.series_done >= max_series:
+                return 0
+        if not got and not events:
+            session.idle()
+        _acknowledge(receiver, session)
+        if not got:
+            receiver.send_pending_ack()   # quiet: the credit goes back now
     return 0
+
+
+def _acknowledge(receiver: StreamReceiver, session: Session) -> None:
+    ack = session.progress()
+    if ack is not None:
+        receiver.ack(ack)
+
+
+def _drain(wake: socket.socket) -> None:
+    while True:
+        try:
+            if not wake.recv(4096):
+                return
+        except BlockingIOError:
+            return
 
 
 if __name__ == "__main__":

@@ -1,28 +1,39 @@
-"""zmq PUSH sender and PULL receiver for the stream defined in ``wire.py``.
+"""zmq sender (IOC) and receiver for the stream defined in ``wire.py``.
+
+One receiver holds the stream and gets every frame. The IOC binds a ROUTER
+socket, receivers connect DEALER sockets and say ``hello``; the first one holds
+the stream (``welcome``), any other is told ``refused`` and gets nothing, so no
+second client can take frames from the first. Frames count as sent only when the
+holder acknowledges them stored (``ack``), and the holder's ``window_bytes`` caps
+the frame bytes it may have in flight (credit), which bounds its memory:
+db_docs/stream.md describes the flow with sample messages.
 
 The sender owns one thread that does every zmq call (zmq sockets are not
 thread-safe); producers only touch a bounded in-memory queue, limited in frames.
 
 Loss policy, so that nothing disappears without being counted:
 
-* no receiver connected: blocks are dropped at once and counted ("no receiver");
-* a receiver connected but slow: the sender waits; the queue fills and ``offer``
-  returns False, which is the producer's back-pressure signal;
-* ``end_series`` waits for the queue to drain; what is still queued at its
-  timeout is counted ("end timeout").
-
-Frames already handed to zmq for a peer that then disconnects are lost inside
-zmq and cannot be counted; the receiver sees the gap in ``first_frame``.
+* no receiver holds the stream: blocks are dropped at once and counted ("no receiver");
+* the receiver is slow: its window fills, the sender waits (the receiver sets the
+  pace, logged and reported), the queue fills and ``offer`` returns False, which is
+  the producer's back-pressure signal;
+* the receiver goes away: what it had not acknowledged stored is counted ("receiver gone");
+* ``end_series`` waits for the queue to drain and the receiver to acknowledge; what is
+  still queued at its timeout is counted ("end timeout"), what was sent but not
+  acknowledged ("not confirmed by receiver");
+* the receiver reports frames it cannot store (disk full...): "receiver could not store".
 """
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -35,12 +46,20 @@ REASON_NO_RECEIVER = "no receiver"
 REASON_END_TIMEOUT = "end timeout"
 REASON_SEND_TIMEOUT = "send timeout"
 REASON_CLOSED = "sender closed"
+REASON_RECEIVER_GONE = "receiver gone"
+REASON_UNCONFIRMED = "not confirmed by receiver"
+REASON_RECEIVER_FAILED = "receiver could not store"
 
 #: Losses the sender decides itself (not back-pressure the producer gave up on)
-OWN_REASONS = (REASON_NO_RECEIVER, REASON_END_TIMEOUT, REASON_SEND_TIMEOUT, REASON_CLOSED)
+OWN_REASONS = (REASON_NO_RECEIVER, REASON_END_TIMEOUT, REASON_SEND_TIMEOUT, REASON_CLOSED,
+               REASON_RECEIVER_GONE, REASON_UNCONFIRMED, REASON_RECEIVER_FAILED)
 
 _POLL_MS = 100
-# libzmq (4.3.x) aborts the process when a PUSH socket is closed with linger 0 while a
+#: Credit-only acks go out at most this often (each costs the IOC a decode).
+ACK_INTERVAL_S = 0.005
+#: Waiting this long for credit in a series is logged as "the receiver sets the pace".
+PACE_LOG_S = 0.05
+# libzmq (4.3.x) aborts the process when a socket is closed with linger 0 while a
 # peer disconnects in the middle of a multipart message; a short linger avoids it and
 # costs nothing, since the shared context is never terminated here.
 _MIN_LINGER_MS = 200
@@ -58,14 +77,81 @@ def _keepalive(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
 
 
+def sender_socket(ctx: zmq.Context, sndhwm: int) -> zmq.Socket:
+    """The IOC's stream socket (not yet bound): the one place it is made."""
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)   # EAGAIN when full, EHOSTUNREACH when gone: never a silent drop
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)    # a receiver reconnecting under its id replaces its old link
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    _keepalive(sock)
+    return sock
+
+
+def receiver_socket(ctx: zmq.Context, rcvhwm: int, keys=None) -> zmq.Socket:
+    """A receiver's stream socket (not yet connected): the one place it is made.
+    ``keys``: stream_keys.ClientKeys (CURVE) or None."""
+    sock = ctx.socket(zmq.DEALER)
+    if keys is not None:
+        keys.secure(sock)
+    sock.setsockopt(zmq.ROUTING_ID, b"rx-" + uuid.uuid4().hex.encode("ascii"))
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.SNDTIMEO, 1000)
+    sock.setsockopt(zmq.LINGER, 0)
+    _keepalive(sock)
+    return sock
+
+
+class StreamRefused(RuntimeError):
+    """The IOC refused this receiver: another one holds the stream."""
+
+
 @dataclass
 class _Series:
     start: wire.SeriesStart
-    frames_sent: int = 0
+    frames_sent: int = 0   # frames receivers acknowledged stored
     frames_lost: int = 0
     lost_reasons: dict[str, int] = field(default_factory=dict)
-    start_sent: bool = False  # at least one receiver got the start message
-    resend_start: bool = False  # a receiver joined since; send the start again before the next block
+    paced_s: float = 0.0   # time spent waiting for the receiver's credit
+    pace_logged: bool = False
+
+
+@dataclass
+class _Holder:
+    """The receiver holding the stream, as the sender thread sees it."""
+
+    identity: bytes
+    fd: int
+    name: str
+    window_bytes: int
+    series_id: str = ""    # series whose start message it got
+    sent: int = 0          # frames of that series sent to it
+    released: int = 0      # cumulative, from its acks
+    stored: int = 0
+    failed: int = 0
+    in_flight: collections.deque = field(default_factory=collections.deque)   # [frames, bytes per frame]
+    in_flight_bytes: int = 0
+
+    @property
+    def unsettled(self) -> int:
+        """Frames sent but neither stored nor given up by the receiver."""
+        return self.sent - self.stored - self.failed
+
+    def new_series(self, series_id: str) -> None:
+        self.series_id = series_id
+        self.sent = self.released = self.stored = self.failed = 0
+        self.in_flight.clear()
+        self.in_flight_bytes = 0
+
+    def release(self, frames: int) -> None:
+        while frames > 0 and self.in_flight:
+            entry = self.in_flight[0]
+            take = min(frames, entry[0])
+            entry[0] -= take
+            self.in_flight_bytes -= take * entry[1]
+            frames -= take
+            if entry[0] == 0:
+                self.in_flight.popleft()
 
 
 @dataclass
@@ -80,7 +166,8 @@ _Item = Union[wire.SeriesStart, wire.FrameBlock, _EndRequest]
 
 
 class StreamSender:
-    """Publishes series over a zmq PUSH socket from its own thread (a consumer.SeriesConsumer)."""
+    """Publishes series over a zmq ROUTER socket to the one receiver holding the stream, from
+    its own thread (a consumer.SeriesConsumer)."""
 
     name = "stream"
 
@@ -117,6 +204,8 @@ class StreamSender:
         self._series: Optional[_Series] = None
         self._last: Optional[_Series] = None
         self._receivers = 0
+        self._refused = 0
+        self._holder: Optional[_Holder] = None   # sender thread only
         self._abort_pending = False  # end timeout: drop what is queued
         self._stop = False
         self._thread: Optional[threading.Thread] = None
@@ -176,8 +265,13 @@ class StreamSender:
 
     @property
     def receivers(self) -> int:
-        """Number of connected receivers (TCP connections accepted and not yet closed)."""
+        """Receivers holding the stream (0 or 1): those that get frames."""
         return self._receivers
+
+    @property
+    def refused(self) -> int:
+        """Receivers refused since start because another one held the stream."""
+        return self._refused
 
     def wait_for_receivers(self, count: int = 1, timeout: float = 10.0) -> bool:
         """Block until at least ``count`` receivers are connected; False on timeout."""
@@ -275,7 +369,7 @@ class StreamSender:
 
     @property
     def frames_sent(self) -> int:
-        """Frames handed to zmq in the open series (or the last one once it ended)."""
+        """Frames the receiver acknowledged stored in the open series (or the last one)."""
         series = self._series or self._last
         return series.frames_sent if series else 0
 
@@ -291,6 +385,13 @@ class StreamSender:
         with self._cond:
             series = self._series or self._last
             return dict(series.lost_reasons) if series else {}
+
+    @property
+    def paced_s(self) -> float:
+        """Seconds the open (or last) series waited for the receiver's credit: > 0 means the
+        receiver set the pace."""
+        series = self._series or self._last
+        return series.paced_s if series else 0.0
 
     @property
     def queued_frames(self) -> int:
@@ -327,13 +428,10 @@ class StreamSender:
 
     def _run(self) -> None:
         ctx = zmq.Context.instance()
-        sock = ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
-        sock.setsockopt(zmq.LINGER, 0)
-        _keepalive(sock)
-        # Peers are tracked by file descriptor: ACCEPTED and DISCONNECTED both carry it
-        # (HANDSHAKE_SUCCEEDED carries 0, so it cannot be paired with its disconnect).
-        mon = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        sock = sender_socket(ctx, self.sndhwm)
+        # A holder is tracked by its file descriptor (frame property SRCFD of its hello),
+        # which is what DISCONNECTED carries.
+        mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         try:
             if self.keys is not None:
                 self.keys.secure(sock)
@@ -347,12 +445,14 @@ class StreamSender:
             self._ready.set()
             return
         self._ready.set()
-        peers: set[Any] = set()
+        self._sock, self._mon = sock, mon
         poller = zmq.Poller()
         poller.register(mon, zmq.POLLIN)
+        poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        self._poller = poller
         try:
-            self._loop(sock, mon, poller, peers)
+            self._loop()
         except Exception:
             log.exception("stream sender thread failed")
             raise
@@ -366,16 +466,16 @@ class StreamSender:
             mon.close(0)
             sock.close()
 
-    def _loop(self, sock: zmq.Socket, mon: zmq.Socket, poller: zmq.Poller, peers: set[Any]) -> None:
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 if self._stop:
                     return
                 item = self._queue[0] if self._queue else None
             if item is None:
-                self._poll_events(poller, mon, peers, _POLL_MS)
+                self._poll_events(_POLL_MS)
                 continue
-            self._handle(item, sock, mon, poller, peers)
+            self._handle(item)
             with self._cond:
                 if self._queue and self._queue[0] is item:
                     self._queue.popleft()
@@ -383,13 +483,20 @@ class StreamSender:
                         self._queued_frames -= item.count
                 self._cond.notify_all()
 
-    def _poll_events(self, poller: zmq.Poller, mon: zmq.Socket, peers: set[Any], timeout_ms: int) -> dict:
-        events = dict(poller.poll(timeout_ms))
+    def _poll_events(self, timeout_ms: int, want_send: bool = False) -> None:
+        if want_send:
+            self._poller.modify(self._sock, zmq.POLLIN | zmq.POLLOUT)
+        try:
+            events = dict(self._poller.poll(timeout_ms))
+        finally:
+            if want_send:
+                self._poller.modify(self._sock, zmq.POLLIN)
         if self._wake_r in events or self._wake_r.fileno() in events:
             self._drain_wakeups()
-        if mon in events:
-            self._read_monitor(mon, peers)
-        return events
+        if self._sock in events:
+            self._read_incoming()
+        if self._mon in events:
+            self._read_monitor()
 
     def _drain_wakeups(self) -> None:
         while True:
@@ -399,116 +506,258 @@ class StreamSender:
             except BlockingIOError:
                 return  # nothing left: the socket is non-blocking
 
-    def _read_monitor(self, mon: zmq.Socket, peers: set[Any]) -> None:
-        while mon.poll(0):
-            event = recv_monitor_message(mon)
-            if event["event"] == zmq.EVENT_ACCEPTED:
-                peers.add(event["value"])
-                log.info("stream receiver connected (%d now)", len(peers))
-                new_peer = True
-            elif event["event"] == zmq.EVENT_DISCONNECTED and event["value"] in peers:
-                peers.discard(event["value"])
-                log.info("stream receiver gone (%d left)", len(peers))
-                new_peer = False
-            else:
-                continue
-            with self._cond:
-                self._receivers = len(peers)
-                if new_peer and self._series is not None and self._series.start_sent:
-                    # Best effort for a late receiver: it gets the start again (with one
-                    # receiver it certainly does; receivers ignore a repeated start).
-                    self._series.resend_start = True
-                self._cond.notify_all()
+    def _read_monitor(self) -> None:
+        while self._mon.poll(0):
+            event = recv_monitor_message(self._mon)
+            holder = self._holder
+            if event["event"] == zmq.EVENT_DISCONNECTED and holder is not None and event["value"] == holder.fd:
+                self._drop_holder("disconnected")
 
-    def _send(self, parts: list, sock: zmq.Socket, mon: zmq.Socket, poller: zmq.Poller, peers: set[Any],
-              deadline: Optional[float], abortable: bool = False) -> Optional[str]:
-        """Send one message; returns None when sent, else the reason it was not.
+    def _read_incoming(self) -> None:
+        """Session messages from receivers: hello (take the stream or be refused) and ack."""
+        while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            identity, body = parts[0].bytes, parts[1:]
+            try:
+                msg = wire.decode_control(body)
+            except wire.WireFormatError as exc:
+                log.error("stream: malformed message from a receiver dropped: %s", exc)
+                continue
+            if isinstance(msg, wire.Hello):
+                self._on_hello(identity, parts[-1], msg)
+            elif isinstance(msg, wire.Ack):
+                holder = self._holder
+                if holder is not None and holder.identity == identity:
+                    self._on_ack(holder, msg)
+            else:
+                log.error("stream: a receiver sent %s, which only the IOC sends", type(msg).__name__)
+
+    def _on_hello(self, identity: bytes, frame: zmq.Frame, hello: wire.Hello) -> None:
+        fd = frame.get(zmq.SRCFD)
+        try:
+            address = frame.get("Peer-Address")
+        except zmq.ZMQError:   # transports without a peer address (ipc, inproc)
+            address = "?"
+        name = f"{hello.receiver or 'receiver'} at {address}"
+        holder = self._holder
+        if holder is not None and holder.identity != identity:
+            reason = (f"another receiver ({holder.name}) holds the stream; "
+                      "only one receiver gets the frames")
+            log.warning("stream: refused %s: %s", name, reason)
+            self._refused += 1
+            self._send_control(identity, wire.Refused(reason))
+            return
+        if holder is not None:   # the holder reconnected under its id (ROUTER_HANDOVER)
+            log.info("stream: %s reconnected", holder.name)
+            holder.fd = fd
+            return
+        window = max(int(hello.window_bytes), 1)
+        self._holder = _Holder(identity, fd, name, window)
+        log.info("stream: %s holds the stream (window %.1f MiB)", name, window / (1 << 20))
+        with self._cond:
+            self._receivers = 1
+            self._cond.notify_all()
+        self._send_control(identity, wire.Welcome(window))
+
+    def _on_ack(self, holder: _Holder, ack: wire.Ack) -> None:
+        if ack.series_id != holder.series_id:
+            return   # a late ack of an earlier series: that series is settled already
+        holder.release(ack.released - holder.released)
+        holder.released = max(holder.released, ack.released)
+        stored = max(ack.stored - holder.stored, 0)
+        failed = max(ack.failed - holder.failed, 0)
+        holder.stored += stored
+        holder.failed += failed
+        if failed:
+            log.error("stream: %s could not store %d frames: %s", holder.name, failed, ack.failed_reason)
+        with self._cond:
+            series = self._series
+            if series is None or series.start.series_id != ack.series_id:
+                return
+            series.frames_sent += stored
+            self._count_lost_locked(failed, REASON_RECEIVER_FAILED)
+            self._cond.notify_all()
+
+    def _drop_holder(self, why: str) -> None:
+        """The holder is gone: what it had not acknowledged is lost, counted here."""
+        holder, self._holder = self._holder, None
+        if holder is None:
+            return
+        lost = holder.unsettled
+        with self._cond:
+            self._receivers = 0
+            series = self._series
+            if series is not None and series.start.series_id == holder.series_id:
+                self._count_lost_locked(lost, REASON_RECEIVER_GONE)
+            else:
+                lost = 0
+            self._cond.notify_all()
+        log.warning("stream: %s gone (%s)%s", holder.name, why,
+                    f"; {lost} frames it had not stored counted lost" if lost else "")
+
+    def _send_control(self, identity: bytes, msg: wire.Control) -> None:
+        try:
+            self._sock.send_multipart([identity, *wire.encode_control(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:   # full or gone: the peer learns nothing, the IOC logged it
+            log.warning("stream: %s not delivered: %s", type(msg).__name__.lower(), exc)
+
+    def _send(self, holder: _Holder, parts: list, deadline: Optional[float],
+              abortable: bool = False) -> Optional[str]:
+        """Send one message to the holder; returns None when sent, else the reason it was not.
 
         ``abortable`` messages (frames) give up when end_series runs out of time.
         """
         while True:
-            if not peers:
-                return REASON_NO_RECEIVER
+            if self._holder is not holder:
+                return REASON_RECEIVER_GONE
             try:
-                sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+                self._sock.send_multipart([holder.identity, *parts], flags=zmq.NOBLOCK, copy=False)
                 return None
             except zmq.Again:
                 log.debug("receiver queue full; waiting")  # back-pressure: wait below
-            with self._cond:
-                if self._stop:
-                    return REASON_CLOSED
-                if self._abort_pending and abortable:
-                    return REASON_END_TIMEOUT
-            if deadline is not None and time.monotonic() > deadline:
-                return REASON_SEND_TIMEOUT
-            poller.register(sock, zmq.POLLOUT)
-            try:
-                self._poll_events(poller, mon, peers, _POLL_MS)
-            finally:
-                poller.unregister(sock)
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                self._drop_holder("unreachable")
+                return REASON_RECEIVER_GONE
+            reason = self._should_give_up(deadline, abortable)
+            if reason:
+                return reason
+            self._poll_events(_POLL_MS, want_send=True)
 
-    def _handle(self, item: _Item, sock: zmq.Socket, mon: zmq.Socket, poller: zmq.Poller,
-                peers: set[Any]) -> None:
+    def _should_give_up(self, deadline: Optional[float], abortable: bool) -> Optional[str]:
+        with self._cond:
+            if self._stop:
+                return REASON_CLOSED
+            if self._abort_pending and abortable:
+                return REASON_END_TIMEOUT
+        if deadline is not None and time.monotonic() > deadline:
+            return REASON_SEND_TIMEOUT
+        return None
+
+    def _wait_for_credit(self, holder: _Holder, series: _Series, nbytes: int,
+                         deadline: Optional[float]) -> Optional[str]:
+        """Wait until the holder's window has room for ``nbytes`` (any block fits an
+        empty window); the time waited is the receiver setting the pace."""
+        t0 = None
+        try:
+            while holder.in_flight_bytes and holder.in_flight_bytes + nbytes > holder.window_bytes:
+                if self._holder is not holder:
+                    return REASON_RECEIVER_GONE
+                reason = self._should_give_up(deadline, abortable=True)
+                if reason:
+                    return reason
+                if t0 is None:
+                    t0 = time.monotonic()
+                self._poll_events(_POLL_MS)
+            return None
+        finally:
+            if t0 is not None:
+                waited = time.monotonic() - t0
+                with self._cond:
+                    series.paced_s += waited
+                if series.paced_s >= PACE_LOG_S and not series.pace_logged:
+                    series.pace_logged = True
+                    log.info("stream: the receiver sets the pace (its %.1f MiB window full, %.3f s waited "
+                             "so far); the readout waits for it", holder.window_bytes / (1 << 20),
+                             series.paced_s)
+
+    def _handle(self, item: _Item) -> None:
         series = self._series
         if isinstance(item, wire.SeriesStart):
-            self._send_start(series, sock, mon, poller, peers)
+            holder = self._holder
+            if holder is not None and series is not None:
+                self._send_start(holder, series)
             return
         if isinstance(item, wire.FrameBlock):
             assert series is not None
             with self._cond:
                 aborting = self._abort_pending
-            if aborting:
-                reason: Optional[str] = REASON_END_TIMEOUT
-            else:
-                if not series.start_sent or series.resend_start:
-                    self._send_start(series, sock, mon, poller, peers)
-                deadline = None if self.send_timeout_s is None else time.monotonic() + self.send_timeout_s
-                reason = self._send(wire.encode_block(item, series.start.series_id), sock, mon, poller, peers,
-                                    deadline, abortable=True)
-            with self._cond:
-                if reason is None:
-                    series.frames_sent += item.count
-                else:
+            reason = REASON_END_TIMEOUT if aborting else self._send_block(item, series)
+            if reason is not None:
+                with self._cond:
                     self._count_lost_locked(item.count, reason)
             return
-        self._finish(item, series, sock, mon, poller, peers)
+        self._finish(item, series)
 
-    def _send_start(self, series: Optional[_Series], sock: zmq.Socket, mon: zmq.Socket, poller: zmq.Poller,
-                    peers: set[Any]) -> None:
-        if series is None or not peers:
-            return  # nobody to tell; a receiver connecting later gets it before the next block
+    def _send_block(self, block: wire.FrameBlock, series: _Series) -> Optional[str]:
+        holder = self._holder
+        if holder is None:
+            return REASON_NO_RECEIVER
         deadline = None if self.send_timeout_s is None else time.monotonic() + self.send_timeout_s
-        reason = self._send(wire.encode_start(series.start), sock, mon, poller, peers, deadline, abortable=True)
+        if holder.series_id != series.start.series_id:
+            reason = self._send_start(holder, series)
+            if reason is not None:
+                return reason
+        parts = wire.encode_block(block, series.start.series_id)
+        nbytes = sum(p.nbytes for p in parts[1:])
+        reason = self._wait_for_credit(holder, series, nbytes, deadline)
         if reason is None:
-            series.start_sent = True
-            series.resend_start = False
+            reason = self._send(holder, parts, deadline, abortable=True)
+        if reason is None:
+            holder.sent += block.count
+            holder.in_flight.append([block.count, nbytes // max(block.count, 1)])
+            holder.in_flight_bytes += nbytes // max(block.count, 1) * block.count
+        return reason
+
+    def _send_start(self, holder: _Holder, series: _Series) -> Optional[str]:
+        deadline = None if self.send_timeout_s is None else time.monotonic() + self.send_timeout_s
+        reason = self._send(holder, wire.encode_start(series.start), deadline, abortable=True)
+        if reason is None:
+            holder.new_series(series.start.series_id)
         else:
             log.warning("start message of %s not sent: %s", series.start.series_id, reason)
+        return reason
 
-    def _finish(self, request: _EndRequest, series: Optional[_Series], sock: zmq.Socket, mon: zmq.Socket,
-                poller: zmq.Poller, peers: set[Any]) -> None:
+    def _finish(self, request: _EndRequest, series: Optional[_Series]) -> None:
         assert series is not None
+        sid = series.start.series_id
+        # Ask the holder to store and acknowledge now, and wait for it.
+        holder = self._holder
+        if holder is not None and holder.series_id == sid and holder.unsettled > 0:
+            reason = self._send(holder, wire.encode_control(wire.Sync(sid)), request.deadline)
+            if reason is not None:
+                log.warning("stream: sync of %s not sent: %s", sid, reason)
+        while True:
+            holder = self._holder
+            if holder is None or holder.series_id != sid or holder.unsettled <= 0:
+                break
+            with self._cond:
+                if self._stop:
+                    break
+            if time.monotonic() > request.deadline:
+                with self._cond:
+                    self._count_lost_locked(holder.unsettled, REASON_UNCONFIRMED)
+                log.warning("stream: %s did not confirm %d frames of %s in time", holder.name,
+                            holder.unsettled, sid)
+                holder.failed += holder.unsettled   # settled as lost
+                break
+            self._poll_events(_POLL_MS)
         with self._cond:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(series.lost_reasons.items()))
             end = wire.SeriesEnd(
-                series_id=series.start.series_id,
+                series_id=sid,
                 frames_sent=series.frames_sent,
                 frames_lost=series.frames_lost,
                 lost_reason=reasons,
                 final_state=request.final_state,
             )
-        if peers and series.start_sent:
+        holder = self._holder
+        if holder is not None and holder.series_id == sid:
             # The end message may use what is left of end_series' time, and at least a moment.
             deadline = max(request.deadline, time.monotonic() + 0.5)
-            reason = self._send(wire.encode_end(end), sock, mon, poller, peers, deadline)
+            reason = self._send(holder, wire.encode_end(end), deadline)
             if reason is not None:
                 log.warning("end message of %s not sent: %s", end.series_id, reason)
+            holder.in_flight.clear()
+            holder.in_flight_bytes = 0
         with self._cond:
             self._last = series
             self._series = None
             self._abort_pending = False
-        log.info("series %s ended: %d frames sent, %d lost%s", end.series_id, end.frames_sent,
-                 end.frames_lost, f" ({reasons})" if reasons else "")
+        paced = f"; the receiver set the pace for {series.paced_s:.2f} s" if series.paced_s >= PACE_LOG_S else ""
+        log.info("series %s ended: %d frames sent (stored by the receiver), %d lost%s%s", end.series_id,
+                 end.frames_sent, end.frames_lost, f" ({reasons})" if reasons else "", paced)
         request.result = end
         request.done.set()
 
@@ -534,42 +783,158 @@ class StreamSender:
 
 
 class StreamReceiver:
-    """PULL side: yields decoded messages; zmq reconnects by itself if the IOC restarts."""
+    """Receiver side: asks to hold the stream, yields decoded messages and acknowledges.
 
-    def __init__(self, endpoint: str = f"tcp://localhost:{wire.DEFAULT_PORT}", rcvhwm: int = 64,
+    On every (re)connection it says ``hello`` (zmq reconnects by itself if the IOC
+    restarts). With ``auto_ack`` a frames message counts as stored and released as
+    soon as ``recv`` returns it (receivers that keep frames in memory); a receiver
+    that writes files passes ``auto_ack=False`` and calls ``ack`` once frames are
+    safe. ``recv`` raises StreamRefused when another receiver holds the stream.
+    """
+
+    def __init__(self, endpoint: str = f"tcp://localhost:{wire.DEFAULT_PORT}", rcvhwm: int = 0,
                  poll_timeout_s: float = 0.2, context: Optional[zmq.Context] = None,
-                 keys=None) -> None:
+                 window_bytes: int = wire.DEFAULT_WINDOW_BYTES, auto_ack: bool = True,
+                 name: str = "", on_sync: Optional[Callable[[str], None]] = None, keys=None) -> None:
+        """``rcvhwm``: messages zmq may queue here (0: no limit; the window bounds them).
+        ``keys``: stream_keys.ClientKeys (CURVE) or None.
+        ``on_sync(series_id)``: the IOC sent every frame of the series and waits for the
+        acknowledgement (a writer flushes now)."""
         self.endpoint = endpoint
+        self.on_sync = on_sync
         self.poll_timeout_s = poll_timeout_s
+        self.auto_ack = auto_ack
         self.bad_messages = 0
+        self.holding = False   # the IOC welcomed this receiver
+        self.refused_reason = ""
+        self._hello = wire.Hello(window_bytes, name or f"{socket.gethostname()}:{os.getpid()}")
         self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.PULL)
-        self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        _keepalive(self._sock)
-        if keys is not None:  # stream_keys.ClientKeys (CURVE)
-            keys.secure(self._sock)
+        self._sock = receiver_socket(self._ctx, rcvhwm, keys)
+        self._mon = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._mon, zmq.POLLIN)
+        self._last_ack: Optional[wire.Ack] = None
+        self._pending_ack: Optional[wire.Ack] = None
+        self._last_ack_t = 0.0
+        self._auto_series = ""
+        self._auto_frames = 0
+        self._connections = 0
         self._sock.connect(endpoint)
+        # Queued now, delivered with the first connection; later connections (the IOC
+        # restarted) get a fresh hello from _read_monitor.
+        self._sock.send_multipart(wire.encode_control(self._hello))
+
+    @property
+    def sockets(self) -> tuple[zmq.Socket, zmq.Socket]:
+        """Sockets to poll for readability before calling ``recv(0)`` from an outer loop."""
+        return self._sock, self._mon
 
     def recv(self, timeout: Optional[float] = None) -> Optional[wire.Message]:
-        """Next valid message, or None if nothing arrived within ``timeout`` seconds.
+        """Next valid stream message, or None if nothing arrived within ``timeout`` seconds.
 
         Malformed messages are logged, counted in ``bad_messages`` and skipped.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait = self.poll_timeout_s if deadline is None else min(self.poll_timeout_s,
-                                                                   max(deadline - time.monotonic(), 0.0))
-            if self._sock.poll(int(wait * 1000), zmq.POLLIN):
-                parts = self._sock.recv_multipart(copy=False)
-                try:
-                    return wire.decode(parts)
-                except wire.WireFormatError as exc:
-                    self.bad_messages += 1
-                    log.error("dropping malformed stream message: %s", exc)
-                    continue
+            msg = self._recv_ready()
+            if msg is not None:
+                return msg
+            self.send_pending_ack()   # caught up: the IOC gets its credit before we wait
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+            wait = self.poll_timeout_s if deadline is None else min(self.poll_timeout_s,
+                                                                   max(deadline - time.monotonic(), 0.0))
+            if self._mon in dict(self._poller.poll(int(wait * 1000))):
+                self._read_monitor()
+
+    def _recv_ready(self) -> Optional[wire.Message]:
+        while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            try:
+                if wire.is_control(parts):
+                    self._on_control(wire.decode_control(parts))
+                    continue
+                msg = wire.decode(parts)
+            except wire.WireFormatError as exc:
+                self.bad_messages += 1
+                log.error("dropping malformed stream message: %s", exc)
+                continue
+            if self.auto_ack:
+                self._auto_acknowledge(msg)
+            return msg
+        return None
+
+    def _on_control(self, msg: wire.Control) -> None:
+        if isinstance(msg, wire.Welcome):
+            self.holding = True
+            log.info("holding the stream at %s (window %.1f MiB)", self.endpoint, msg.window_bytes / (1 << 20))
+        elif isinstance(msg, wire.Sync):
+            self.send_pending_ack()
+            if self.on_sync is not None:
+                self.on_sync(msg.series_id)
+        elif isinstance(msg, wire.Refused):
+            self.holding = False
+            self.refused_reason = msg.reason
+            raise StreamRefused(f"the IOC at {self.endpoint} refused this receiver: {msg.reason}")
+        else:
+            log.error("the IOC sent %s, which only receivers send", type(msg).__name__)
+
+    def _read_monitor(self) -> None:
+        while self._mon.poll(0):
+            event = recv_monitor_message(self._mon)
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._connections += 1
+                if self._connections == 1:
+                    continue   # the hello queued at connect went with this one
+                self._last_ack = None
+                try:
+                    self._sock.send_multipart(wire.encode_control(self._hello))
+                except zmq.Again:
+                    log.warning("hello to %s not sent; waiting for the next connection", self.endpoint)
+
+    def service(self) -> None:
+        """Handle connection events without receiving (for an outer poll loop)."""
+        self._read_monitor()
+
+    def _auto_acknowledge(self, msg: wire.Message) -> None:
+        if isinstance(msg, wire.SeriesStart):
+            if msg.series_id != self._auto_series:
+                self._auto_series, self._auto_frames = msg.series_id, 0
+        elif isinstance(msg, wire.FrameBlock) and msg.series_id == self._auto_series:
+            self._auto_frames += msg.count
+            self.ack(wire.Ack(self._auto_series, self._auto_frames, self._auto_frames))
+
+    def ack(self, ack: wire.Ack) -> None:
+        """Tell the IOC how far this receiver got. A change of ``stored`` or ``failed``
+        goes out at once (the IOC counts those); credit alone (``released``) at most
+        every ACK_INTERVAL_S, and before ``recv`` waits: the counts are cumulative,
+        so the last ack says everything the skipped ones said."""
+        last = self._last_ack
+        if ack == last:
+            self._pending_ack = None
+            return
+        self._pending_ack = ack
+        settled = last is None or ack.series_id != last.series_id or (ack.stored, ack.failed) != (
+            last.stored, last.failed)
+        if settled or time.monotonic() - self._last_ack_t >= ACK_INTERVAL_S:
+            self.send_pending_ack()
+
+    @property
+    def ack_pending(self) -> bool:
+        """An ack is held back by the interval (an outer loop should not sleep long)."""
+        return self._pending_ack is not None
+
+    def send_pending_ack(self) -> None:
+        ack = self._pending_ack
+        if ack is None:
+            return
+        try:
+            self._sock.send_multipart(wire.encode_control(ack), zmq.NOBLOCK)
+            self._last_ack, self._pending_ack = ack, None
+            self._last_ack_t = time.monotonic()
+        except zmq.Again:
+            log.debug("ack not sent (not connected); the next one carries the same counts")
 
     def messages(self, stop: Optional[threading.Event] = None) -> Iterator[wire.Message]:
         """Yield messages until ``stop`` is set (checked every poll timeout)."""
@@ -582,6 +947,8 @@ class StreamReceiver:
         return self.messages()
 
     def close(self) -> None:
+        self._sock.disable_monitor()
+        self._mon.close(0)
         self._sock.close(0)
 
     def __enter__(self) -> "StreamReceiver":

@@ -36,6 +36,17 @@ TYPE_FRAMES = "frames"
 TYPE_END = "end"
 #: Reply of the monitor server when it has no frame yet (never sent on the stream).
 TYPE_NONE = "none"
+# Session messages (db_docs/stream.md, "Session, credit and acknowledgements"):
+# receiver -> IOC
+TYPE_HELLO = "hello"
+TYPE_ACK = "ack"
+# IOC -> receiver
+TYPE_WELCOME = "welcome"
+TYPE_REFUSED = "refused"
+TYPE_SYNC = "sync"
+
+#: Bytes of frames a receiver lets the IOC have in flight unless it asks otherwise.
+DEFAULT_WINDOW_BYTES = 64 << 20
 
 #: Array parts of a frames message, in wire order, with the dtypes allowed for each.
 ARRAY_PARTS: tuple[str, ...] = ("spectra", "scalers", "dtfactor", "dtpercent")
@@ -191,6 +202,62 @@ class SeriesEnd:
 Message = Union[SeriesStart, FrameBlock, SeriesEnd]
 
 
+@dataclass(frozen=True)
+class Hello:
+    """Receiver -> IOC, first message of a connection: asks to hold the stream.
+
+    ``window_bytes``: frame bytes the IOC may have sent and not yet seen released
+    (the receiver's memory bound)."""
+
+    window_bytes: int = DEFAULT_WINDOW_BYTES
+    receiver: str = ""
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Receiver -> IOC: how far the receiver got with a series; every count is cumulative
+    over the series, so a lost or repeated ack does no harm.
+
+    ``released``: frames no longer held in the receiver's memory (credit back);
+    ``stored``: frames safe where the receiver keeps them (flushed to its file);
+    ``failed``: frames it received but will never store, ``failed_reason`` says why."""
+
+    series_id: str
+    released: int
+    stored: int
+    failed: int = 0
+    failed_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """IOC -> receiver: this receiver holds the stream and gets every frame from now on."""
+
+    window_bytes: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """IOC -> receiver: another receiver holds the stream; this one gets no frames."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Sync:
+    """IOC -> receiver: every frame of the series is sent; store what you have and
+    acknowledge now (the end message waits for that acknowledgement)."""
+
+    series_id: str
+
+
+Control = Union[Hello, Ack, Welcome, Refused, Sync]
+_CONTROL_TYPES: dict[str, type] = {TYPE_HELLO: Hello, TYPE_ACK: Ack, TYPE_WELCOME: Welcome,
+                                   TYPE_REFUSED: Refused, TYPE_SYNC: Sync}
+_CONTROL_TEXT_FIELDS = ("series_id", "reason", "receiver", "failed_reason")
+_CONTROL_NAMES: dict[type, str] = {cls: name for name, cls in _CONTROL_TYPES.items()}
+
+
 def _json_part(header: dict[str, Any]) -> bytes:
     return json.dumps(header, separators=(",", ":")).encode("utf-8")
 
@@ -234,6 +301,39 @@ def encode_end(end: SeriesEnd) -> list[bytes]:
     header: dict[str, Any] = {"type": TYPE_END, "version": FORMAT_VERSION}
     header.update(dataclasses.asdict(end))
     return [_json_part(header)]
+
+
+def encode_control(msg: Control) -> list[bytes]:
+    """One-part session message (hello, ack, welcome, refused, sync)."""
+    header: dict[str, Any] = {"type": _CONTROL_NAMES[type(msg)], "version": FORMAT_VERSION}
+    header.update(dataclasses.asdict(msg))
+    return [_json_part(header)]
+
+
+def decode_control(parts: Sequence[Any]) -> Control:
+    """Decode a one-part session message; WireFormatError for anything else."""
+    hdr = header(parts)
+    cls = _CONTROL_TYPES.get(hdr["type"])
+    if cls is None:
+        raise WireFormatError(f"{hdr['type']!r} is not a session message")
+    if len(parts) != 1:
+        raise WireFormatError(f"{hdr['type']} message must have 1 part, got {len(parts)}")
+    try:
+        msg = cls(**_fields_from(cls, hdr))
+    except TypeError as exc:
+        raise WireFormatError(f"malformed {hdr['type']} message: {exc}") from exc
+    for name, value in dataclasses.asdict(msg).items():
+        if name in _CONTROL_TEXT_FIELDS:
+            if not isinstance(value, str):
+                raise WireFormatError(f"{hdr['type']} field {name} must be a string, got {value!r}")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise WireFormatError(f"{hdr['type']} field {name} must be an integer >= 0, got {value!r}")
+    return msg
+
+
+def is_control(parts: Sequence[Any]) -> bool:
+    """True if part 0 names a session message (cheap check before a full decode)."""
+    return header(parts)["type"] in _CONTROL_TYPES
 
 
 def encode_none() -> list[bytes]:

@@ -115,8 +115,11 @@ def test_receiver_killed_mid_run_and_restarted(fresh_ioc, tmp_path):
     sent = ioc.get("det1:StreamFramesSent_RBV")
     lost = ioc.get("det1:StreamFramesLost_RBV")
     assert sent + lost == 4000
-    if lost:
-        assert "no receiver" in ioc.get("det1:StreamLostReason_RBV")
+    reasons = ioc.get("det1:StreamLostReason_RBV")
+    assert lost > 0 and reasons, "killing the receiver mid-run lost nothing?"
+    counted = {k: int(v) for k, v in (r.split(": ") for r in reasons.split("; "))}
+    assert sum(counted.values()) == lost
+    assert set(counted) <= {"receiver gone", "no receiver"}, reasons
     # the restarted receiver picked the series up mid-way and wrote what it got
     ioc.put("det1:NumImages", 10)
     ioc.put("det1:Acquire", 1, wait=True, timeout=30)
@@ -135,6 +138,13 @@ def test_receiver_killed_mid_run_and_restarted(fresh_ioc, tmp_path):
     assert len(killed) == 1
     with h5py.File(killed[0], "r", swmr=True) as f:
         assert f["/entry/instrument/detector/data"].shape[1:] == (4, 4096)
+        in_killed = f["/entry/instrument/detector/frame_numbers"].shape[0]
+    # exact accounting: every frame of the run is in one of the two files or counted lost
+    assert in_killed + len(numbers) == sent
+    # the second file names the frames it lacks: the ones before it joined
+    missing = first_series.attrs["missing_frames"]
+    assert missing[:, 1].sum() == 4000 - len(numbers)
+    assert missing[0, 0] == 0
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs mount(8) and tmpfs")
@@ -212,3 +222,37 @@ def test_full_rate_stream_keeps_every_frame_intact(tmp_path):
             np.testing.assert_array_equal(contents.frame_numbers, np.arange(20000))
             np.testing.assert_array_equal(contents.scalers[:, :, 4], contents.spectra.sum(axis=2))
         assert ioc.get("det1:StreamFramesLost_RBV") == 0
+
+
+def test_a_second_receiver_is_refused_and_the_first_gets_every_frame(fresh_ioc, tmp_path):
+    """issue 16: a second client used to take a round-robin share (101 of 200 messages,
+    the start among them). Now it is refused, says why, and the IOC logs it."""
+    ioc = fresh_ioc
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    first = start_receiver(ioc, one, "--max-series", "1")
+    second = subprocess.Popen([sys.executable, "-m", "xspress3.writers.receive", "--connect",
+                               ioc.stream_endpoint, "--output", str(two), "--quiet"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out2, _ = second.communicate(timeout=30)
+        assert second.returncode == 3, out2
+        assert "refused this receiver" in out2 and "holds the stream" in out2
+        ioc.put("det1:NumImages", 200)
+        ioc.put("det1:AcquireTime", 0.001)
+        ioc.put("det1:Acquire", 1, wait=True, timeout=60)
+        out1, _ = first.communicate(timeout=30)
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.kill()
+    assert first.returncode == 0, out1
+    (rfile,) = wait_files(one, 1)
+    contents = layout.read_frames(rfile)
+    np.testing.assert_array_equal(contents.frame_numbers, np.arange(200))
+    assert contents.attrs["complete"] is True
+    assert list(two.iterdir()) == []
+    assert ioc.get("det1:StreamFramesSent_RBV") == 200
+    assert ioc.get("det1:StreamFramesLost_RBV") == 0
+    assert "stream: refused xspress3-receive" in ioc.output()

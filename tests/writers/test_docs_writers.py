@@ -32,6 +32,11 @@ def stream_md() -> str:
 @pytest.mark.parametrize("cls, heading", [
     (wire.SeriesStart, "## `start` message"),
     (wire.SeriesEnd, "## `end` message"),
+    (wire.Hello, "## `hello` message"),
+    (wire.Welcome, "## `welcome` message"),
+    (wire.Refused, "## `refused` message"),
+    (wire.Ack, "## `ack` message"),
+    (wire.Sync, "## `sync` message"),
 ])
 def test_every_field_of_a_message_is_documented(stream_md, cls, heading):
     documented = table_fields(section(stream_md, heading))
@@ -66,3 +71,10 @@ def test_every_layout_path_and_compression_is_documented():
         assert f"CHAN{{n}}{generic}`" in doc, suffix
     for name in layout.COMPRESSIONS + layout.UNSUPPORTED_COMPRESSIONS:
         assert f"`{name}`" in doc, name
+
+
+def test_every_loss_reason_of_the_sender_is_documented(stream_md):
+    from xspress3.writers import stream
+    rules = section(stream_md, "## Session, credit and acknowledgements")
+    for reason in stream.OWN_REASONS:
+        assert f"`{reason}`" in rules, reason

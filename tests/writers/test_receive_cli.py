@@ -169,3 +169,33 @@ def test_existing_file_is_never_overwritten(tmp_path):
 @pytest.mark.parametrize("series_id, stem", [("a/../../b", "a_.._.._b"), ("..hidden", "hidden"), ("ok-1.2", "ok-1.2")])
 def test_file_stem_cannot_escape_the_directory(series_id, stem):
     assert receive.safe_file_stem(series_id) == stem
+
+
+def test_file_lists_missing_frames_as_runs(tmp_path):
+    """A gap between blocks and frames after the last block (the end message says the
+    run had 10) are recorded as [first_frame, count] runs."""
+    session, out = _session(tmp_path)
+    session.handle(make_start("holes", channels=1, bins=4))
+    for first, n in ((0, 2), (4, 4)):
+        b = block_values(first, n, channels=1, bins=4)
+        session.handle(wire.FrameBlock(first, b.spectra, b.scalers, b.dtfactor, b.dtpercent, "holes"))
+    session.handle(wire.SeriesEnd("holes", frames_sent=6, frames_lost=4, lost_reason="receiver gone: 4"))
+    contents = layout.read_frames(tmp_path / "holes.h5")
+    np.testing.assert_array_equal(contents.frame_numbers, [0, 1, 4, 5, 6, 7])
+    np.testing.assert_array_equal(contents.attrs["missing_frames"], [[2, 2], [8, 2]])
+    assert contents.attrs["complete"] is False
+    with h5py.File(tmp_path / "holes.h5", "r") as f:
+        assert list(f[layout.MISSING_FRAMES].attrs["columns"]) == ["first_frame", "count"]
+
+
+def test_progress_acknowledges_only_flushed_frames(tmp_path):
+    session, _ = _session(tmp_path)
+    session.handle(make_start("acked", channels=1, bins=4))
+    b = block_values(0, 3, channels=1, bins=4)
+    session.handle(wire.FrameBlock(0, b.spectra, b.scalers, b.dtfactor, b.dtpercent, "acked"))
+    assert wait_for(lambda: session.progress().released == 3)
+    ack = session.progress()
+    assert ack.series_id == "acked" and ack.stored <= 3 and ack.failed == 0
+    session.idle()   # quiet socket: flush now
+    assert wait_for(lambda: session.progress().stored == 3)
+    session.close("test")

@@ -1,6 +1,7 @@
 """StreamSender -> StreamReceiver over real TCP sockets on 127.0.0.1."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Iterator
@@ -34,6 +35,29 @@ def collect(receiver: stream.StreamReceiver, timeout: float = 10.0) -> list[wire
         got.append(msg)
         if isinstance(msg, wire.SeriesEnd):
             return got
+
+
+class Reader:
+    """Collects a receiver's messages on a thread: the sender's end_series waits for the
+    receiver's acknowledgements, so a test must read while it sends."""
+
+    def __init__(self, receiver: stream.StreamReceiver, timeout: float = 10.0) -> None:
+        self.messages: list[wire.Message] = []
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, args=(receiver, timeout))
+        self._thread.start()
+
+    def _run(self, receiver: stream.StreamReceiver, timeout: float) -> None:
+        try:
+            self.messages.extend(collect(receiver, timeout))
+        except Exception as exc:  # handed to the test by join()
+            self.error = exc
+
+    def join(self, timeout: float = 20.0) -> list[wire.Message]:
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.messages
 
 
 def test_every_frame_arrives_in_order_with_equal_values(sender):
@@ -114,9 +138,10 @@ def test_late_receiver_gets_start_before_frames(sender):
     assert sender.offer(block_values(0, 4))  # nobody listens: lost
     with stream.StreamReceiver(sender.endpoint) as receiver:
         assert sender.wait_for_receivers(1, timeout=10)
+        reader = Reader(receiver)
         assert sender.offer(block_values(4, 4), timeout=5)
         end = sender.end_series("done", timeout=10)
-        result = collect(receiver)
+        result = reader.join()
     assert result[0] == start
     assert [m.first_frame for m in result if isinstance(m, wire.FrameBlock)] == [4]
     assert result[-1] == end and (end.frames_sent, end.frames_lost) == (4, 4)
@@ -166,25 +191,48 @@ def test_bind_conflict_raises(sender):
 
 def test_receiver_skips_malformed_messages():
     ctx = zmq.Context.instance()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    port = push.bind_to_random_port("tcp://127.0.0.1")
+    ioc = ctx.socket(zmq.ROUTER)
+    ioc.setsockopt(zmq.LINGER, 0)
+    port = ioc.bind_to_random_port("tcp://127.0.0.1")
     try:
-        with stream.StreamReceiver(f"tcp://127.0.0.1:{port}") as receiver:
+        with stream.StreamReceiver(f"tcp://127.0.0.1:{port}", name="probe") as receiver:
+            assert ioc.poll(10000), "no hello"
+            identity, hello = ioc.recv_multipart()
+            assert wire.decode_control([hello]) == wire.Hello(wire.DEFAULT_WINDOW_BYTES, "probe")
             assert receiver.recv(timeout=0.05) is None
-            push.send(b"not json")
-            push.send_multipart(wire.encode_end(wire.SeriesEnd("x", 1)))
+            ioc.send_multipart([identity, b"not json"])
+            ioc.send_multipart([identity, *wire.encode_end(wire.SeriesEnd("x", 1))])
             msg = receiver.recv(timeout=10)
             assert isinstance(msg, wire.SeriesEnd) and msg.series_id == "x"
             assert receiver.bad_messages == 1
     finally:
-        push.close()
+        ioc.close()
 
 
-def test_receiver_count_follows_connects_and_disconnects(sender):
-    first = stream.StreamReceiver(sender.endpoint)
-    second = stream.StreamReceiver(sender.endpoint)
-    assert sender.wait_for_receivers(2, timeout=10)
+def test_a_second_receiver_is_refused_and_gets_no_frame(sender, caplog):
+    """Two real receivers: the first holds the stream and gets every frame; the second is
+    told why it gets none, and the IOC logs the refusal. When the first leaves, a new
+    receiver may take the stream."""
+    caplog.set_level(logging.INFO, logger="xspress3.writers.stream")
+    first = stream.StreamReceiver(sender.endpoint, name="first")
+    assert sender.wait_for_receivers(1, timeout=10)
+    second = stream.StreamReceiver(sender.endpoint, name="second")
+    with pytest.raises(stream.StreamRefused, match="another receiver .*first.* holds the stream"):
+        while second.recv(timeout=10) is not None:
+            pytest.fail("the refused receiver got a stream message")
+    assert "holds the stream" in second.refused_reason and not second.holding
+    assert sender.refused == 1 and sender.receivers == 1
+    assert any("refused second" in r.getMessage() for r in caplog.records)
+    reader = Reader(first)
+    sender.begin_series(make_start("one_holder"))
+    for i in range(50):
+        assert sender.offer(block_values(i * 4, 4), timeout=10)
+    end = sender.end_series(timeout=10)
+    got = reader.join()
+    assert first.holding
+    assert sum(m.count for m in got if isinstance(m, wire.FrameBlock)) == 200
+    assert (end.frames_sent, end.frames_lost) == (200, 0) and got[-1] == end
+    assert second.recv(timeout=0.3) is None     # still nothing for the refused one
     first.close()
     second.close()
     deadline = time.monotonic() + 10
@@ -194,6 +242,9 @@ def test_receiver_count_follows_connects_and_disconnects(sender):
     sender.begin_series(make_start("gone"))
     assert sender.offer(block_values(0, 2))
     assert sender.end_series(timeout=5).lost_reason == "no receiver: 2"
+    with stream.StreamReceiver(sender.endpoint, name="third") as third:
+        assert sender.wait_for_receivers(1, timeout=10), "the stream was not free again"
+        assert third.recv(timeout=0.2) is None and third.holding
 
 
 def test_receiver_reconnects_when_the_sender_restarts():
@@ -213,11 +264,16 @@ def test_receiver_reconnects_when_the_sender_restarts():
                 assert time.monotonic() < deadline, "port not released"
                 time.sleep(0.05)
         try:
+            # A receiver says hello again when its connection comes back, which it
+            # notices while it polls (xspress3-receive always does).
+            result: list[wire.Message] = []
+            reader = threading.Thread(target=lambda: result.extend(collect(receiver, timeout=30)))
+            reader.start()
             assert second.wait_for_receivers(1, timeout=30), "receiver did not reconnect"
             second.begin_series(make_start("after_restart"))
             assert second.offer(block_values(0, 3), timeout=10)
             end = second.end_series(timeout=10)
-            result = collect(receiver)
+            reader.join(30)
         finally:
             second.close()
     assert result[0].series_id == "after_restart" and result[-1] == end

@@ -193,3 +193,29 @@ def write_sample(path: Path = SAMPLE) -> None:
 
 if __name__ == "__main__":
     write_sample()
+
+
+@pytest.mark.parametrize("msg", [
+    wire.Hello(1 << 20, "rx host:1"),
+    wire.Welcome(1 << 20),
+    wire.Refused("another receiver holds the stream"),
+    wire.Sync("s1"),
+    wire.Ack("s1", released=64, stored=32, failed=1, failed_reason="disk full"),
+])
+def test_session_messages_round_trip(msg):
+    parts = wire.encode_control(msg)
+    assert len(parts) == 1 and wire.is_control(parts)
+    assert wire.decode_control(parts) == msg
+
+
+@pytest.mark.parametrize("part0, message", [
+    (b'{"type":"ack","version":1,"series_id":"s","released":-1,"stored":0}', "integer >= 0"),
+    (b'{"type":"ack","version":1,"series_id":"s","released":true,"stored":0}', "integer >= 0"),
+    (b'{"type":"ack","version":1,"series_id":"s"}', "lacks"),
+    (b'{"type":"refused","version":1,"reason":5}', "string"),
+    (b'{"type":"start","version":1}', "not a session message"),
+    (b'{"type":"hello","version":2}', "version"),
+])
+def test_bad_session_messages_are_refused(part0, message):
+    with pytest.raises(wire.WireFormatError, match=message):
+        wire.decode_control([part0])
