@@ -126,8 +126,8 @@ def _ns() -> dict:
             ("array_size0", "ArraySize0_RBV", "Bins per spectrum."),
             ("array_size1", "ArraySize1_RBV", "Channels."),
             ("array_size2", "ArraySize2_RBV", "Always 0."),
-            ("stream_receivers", "StreamReceivers_RBV", "Receivers connected to the data stream."),
-            ("stream_frames_sent", "StreamFramesSent_RBV", "Frames sent on the stream in this run."),
+            ("stream_receivers", "StreamReceivers_RBV", "1 while a receiver holds the stream, else 0."),
+            ("stream_frames_sent", "StreamFramesSent_RBV", "Frames the receiver acknowledged as stored, this run."),
             ("stream_frames_lost", "StreamFramesLost_RBV", "Frames that could not be streamed in this run."),
             ("frames_lost", "FramesLost_RBV", "Frames lost by the detector (overrun) in this run."),
     ):
@@ -185,6 +185,9 @@ def _ns() -> dict:
             ("monitor_endpoint", "MonitorEndpoint_RBV", "zmq endpoint of the monitor socket."),
     ):
         ns[attr] = pvproperty(name=name, value="", dtype=ChannelType.STRING, read_only=True, doc=doc)
+    ns["stream_paced"] = pvproperty(name="StreamPaced_RBV", value=0.0, read_only=True, units="s",
+                                    precision=2,
+                                    doc="Time this run waited for the receiver's credit (it set the pace).")
     ns["stream_lost_reason"] = text_pv("StreamLostReason_RBV", "", read_only=True,
                                        doc="Why stream frames were lost in this run, if any.")
     ns["simulation"] = enum_pv("Simulation_RBV", enums.NO_YES, 0, read_only=True,

@@ -256,3 +256,46 @@ def test_a_second_receiver_is_refused_and_the_first_gets_every_frame(fresh_ioc, 
     assert ioc.get("det1:StreamFramesSent_RBV") == 200
     assert ioc.get("det1:StreamFramesLost_RBV") == 0
     assert "stream: refused xspress3-receive" in ioc.output()
+
+
+def test_a_slow_receiver_sets_the_pace_and_the_ioc_says_so(fresh_ioc):
+    """A receiver with a window of four frames that reads slowly: the IOC waits for its
+    credit instead of losing frames, and StreamPaced_RBV shows how long it waited."""
+    import threading
+
+    from xspress3.writers import wire
+    from xspress3.writers.stream import StreamReceiver
+
+    ioc = fresh_ioc
+    frame_bytes = 4 * 4096 * 4
+    got: list = []
+    done = threading.Event()
+
+    def slow_reader():
+        with StreamReceiver(ioc.stream_endpoint, window_bytes=4 * frame_bytes) as rx:
+            while not done.is_set():
+                msg = rx.recv(timeout=0.2)
+                if isinstance(msg, wire.FrameBlock):
+                    got.extend(range(msg.first_frame, msg.first_frame + msg.count))
+                    time.sleep(0.005 * msg.count)   # 5 ms per frame
+                elif isinstance(msg, wire.SeriesEnd):
+                    return
+
+    reader = threading.Thread(target=slow_reader, daemon=True)
+    reader.start()
+    try:
+        ioc.wait_for("det1:StreamReceivers_RBV", lambda v: v == 1, timeout=20)
+        ioc.put("det1:NumImages", 300)
+        ioc.put("det1:AcquireTime", 0.0001)
+        ioc.put("det1:Acquire", 1, wait=True, timeout=60)
+        reader.join(20)
+    finally:
+        done.set()
+    assert sorted(got) == list(range(300))
+    assert ioc.get("det1:StreamFramesSent_RBV") == 300
+    assert ioc.get("det1:StreamFramesLost_RBV") == 0
+    paced = ioc.get("det1:StreamPaced_RBV")
+    # the reader takes 5 ms per frame (1.5 s) while the detector makes them in 30 ms:
+    # the IOC waited for its credit a good part of that time (a block larger than the window
+    # goes alone into an empty one)
+    assert paced > 0.2, paced
