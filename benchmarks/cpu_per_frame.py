@@ -491,7 +491,11 @@ def table(r: dict, min_us: float = 0.3) -> str:
         f"{'row':50s} {'us/frame':>9s} {'ratio':>12s} {'us/frame':>9s} {'ratio':>12s}",
     ]
     for key, label in FLOOR_ROWS:
-        lines.append(f"{label:50s} {_us(r['floors'].get(key)):>9s}")
+        spread = ""
+        values = [f[key] for f in r.get("floor_rounds", []) if f.get(key) is not None]
+        if len(values) > 1:
+            spread = f"({min(values):.1f}-{max(values):.1f})"
+        lines.append(f"{label:50s} {_us(r['floors'].get(key)):>9s} {spread:>12s}")
     floors = r["floors"]
     for who, title in (("ioc", "IOC"), ("receiver", "xspress3-receive")):
         cells = []
@@ -505,6 +509,10 @@ def table(r: dict, min_us: float = 0.3) -> str:
             ratio = "" if not floor else f"{run['us'][who] / floor:.1f}x {'copy' if key == 'copy' else 'floor'}"
             cells.append(f"{run['us'][who]:9.1f} {ratio:>12s}")
         lines.append(f"{title + ', user + system':50s} " + " ".join(cells))
+        if c["rounds"] > 1:
+            lines.append(f"{'  (every round: lowest-highest)':50s} " + " ".join(
+                f"{min(x['us'][who] for x in r['rounds'][comp]):9.1f}-{max(x['us'][who] for x in r['rounds'][comp]):<12.1f}"
+                if comp in r["rounds"] else f"{'':22s}" for comp in COMPRESSIONS))
         stage_rows: dict = defaultdict(dict)
         threads_of: dict = defaultdict(Counter)
         for comp in COMPRESSIONS:
