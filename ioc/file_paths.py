@@ -55,17 +55,23 @@ def resolve_directory(path: str, data_root: Optional[str]) -> str:
     return resolved
 
 
+def creation_error(directory: str) -> Optional[OSError]:
+    """None if a scratch file can be created in `directory` (and is removed), else
+    the operating system's error for creating it."""
+    try:
+        fd, scratch = tempfile.mkstemp(prefix=".xspress3-probe-", dir=directory)
+    except OSError as ex:
+        return ex
+    os.close(fd)
+    os.unlink(scratch)
+    return None
+
+
 def probe_writable(directory: str) -> Optional[str]:
     """None if a file can be created in `directory`, else the operating system's reason."""
     if not os.path.isdir(directory):
         return f"{directory} is not an existing directory"
-    try:
-        fd, scratch = tempfile.mkstemp(prefix=".xspress3-probe-", dir=directory)
-    except OSError as ex:
-        return f"cannot create files in {directory}: {os.strerror(ex.errno or errno.EIO)}"
-    os.close(fd)
-    try:
-        os.unlink(scratch)
-    except OSError as ex:
-        return f"cannot remove a scratch file in {directory}: {os.strerror(ex.errno or errno.EIO)}"
+    error = creation_error(directory)
+    if error is not None:
+        return f"cannot create files in {directory}: {os.strerror(error.errno or errno.EIO)}"
     return None

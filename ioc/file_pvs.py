@@ -35,9 +35,10 @@ def _ns() -> dict:
     ns.update(setting("blocking_callbacks", "BlockingCallbacks", "No", enum_strings=enums.NO_YES,
                       doc="Accepted (no-op): the writer has its own thread and queue."))
     ns.update(setting("file_path", "FilePath", "/tmp/", dtype=ChannelType.CHAR,
-                      doc="Directory files are written to."))
+                      doc="Directory files are written to: absolute; refused outside --data-root "
+                          "(after '..' and links)."))
     ns.update(setting("file_name", "FileName", "xspress3", dtype=ChannelType.CHAR,
-                      doc="Base file name."))
+                      doc="Base file name: one name, no '/' or NUL, at most 255 bytes."))
     ns.update(setting("file_template", "FileTemplate", "%s%s_%6.6d.h5", dtype=ChannelType.CHAR,
                       doc="printf template applied to (FilePath, FileName, FileNumber)."))
     ns.update(setting("file_number", "FileNumber", 0, dtype=int, lower_ctrl_limit=0,
@@ -52,7 +53,7 @@ def _ns() -> dict:
                       upper_ctrl_limit=INT32_MAX, units="frames",
                       doc="Frames per file; 0 = until Capture is set to 0. NumImages copies here."))
     ns["num_captured"] = pvproperty(name="NumCaptured_RBV", value=0, read_only=True, units="frames",
-                                    doc="Frames written to the current file.")
+                                    doc="Frames written to the current file (0 at Capture=1).")
     ns["capture"] = enum_pv("Capture", enums.CAPTURE, 0, put=root_putter(handlers.capture_put),
                             doc="1 opens a file for the next frames; 0 closes it. A put with callback "
                                 "completes when the file is closed.")
@@ -62,7 +63,8 @@ def _ns() -> dict:
                       upper_ctrl_limit=20,
                       doc="Non-zero: create missing directories of FilePath at capture."))
     ns["file_path_exists"] = enum_pv("FilePathExists_RBV", enums.NO_YES, 0, read_only=True,
-                                     doc="Whether FilePath is an existing writable directory.")
+                                     doc="Yes if a file can be created in FilePath (tried with a scratch "
+                                         "file).")
     ns["full_file_name"] = text_pv("FullFileName_RBV", "", read_only=True, length=PATH_LENGTH,
                                    doc="Path of the current or last file.")
     ns["write_file"] = enum_pv("WriteFile", enums.WRITE_FILE, 0,
@@ -79,7 +81,8 @@ def _ns() -> dict:
                           "are rejected."))
     ns["frames_dropped"] = pvproperty(name="FramesDropped_RBV", value=0, read_only=True,
                                       units="frames",
-                                      doc="Frames the writer could not write (error or full queue).")
+                                      doc="Frames of this capture not written: the file failed to open "
+                                          "or write, or the queue was full.")
     for attr, name, strings, value in (("lazy_open", "LazyOpen", enums.NO_YES, 0),
                                        ("swmr_mode", "SWMRMode", enums.OFF_ON, 1),
                                        ("chunk_size_auto", "ChunkSizeAuto", enums.NO_YES, 1),

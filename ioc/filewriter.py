@@ -1,11 +1,18 @@
 """HDF1 capture: the series consumer that writes captured frames with writers.hdf5.
 
 Capture=1 (`arm`) names the file and checks the directory at once (a bad path is
-refused, with WriteStatus/WriteMessage set); the file itself opens when the
-next series begins, because only then are channels, bins and exposure known.
+refused, with WriteStatus/WriteMessage set: file_paths.py's rules, and the
+directory must take a scratch file); the file itself opens when the next series
+begins, because only then are channels, bins and exposure known. An open that
+fails then reports the operating system's reason.
 Frames of several runs append to the same file until NumCapture frames are
 written (then the file closes and Capture returns to 0) or Capture is set to 0,
 which always closes the file promptly.
+
+NumCaptured_RBV and FramesDropped_RBV describe the current (or last) capture
+only: both start at 0 at Capture=1. Frames of a series that the capture was
+meant to take but could not (its file failed to open, or a write failed and the
+file was closed) count in FramesDropped_RBV until that series ends.
 
 Whether a file is open is the writer's state alone (`HDF5Writer.is_open`); this
 class adds only the armed path and shows the writer's state through the
@@ -27,6 +34,8 @@ from xspress3.writers.hdf5 import ERROR as WRITER_ERROR, HDF5Writer, WriteResult
 from xspress3.writers.layout import COMPRESSIONS
 from xspress3.writers.wire import FrameBlock, SeriesStart
 
+from .file_paths import (PathRefused, check_file_name, creation_error, probe_writable,
+                         resolve_directory)
 from .options import IocOptions
 from .publisher import Out, Publisher, Rejected
 
@@ -64,8 +73,21 @@ def check_compression(value: str) -> None:
         raise Rejected(f"compression {value} is not supported; use one of {', '.join(COMPRESSIONS)}")
 
 
-def writable_dir(path: str) -> bool:
-    return bool(path) and os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+def os_reason(ex: BaseException) -> str:
+    """The operating system's words for a failed file operation (strerror), else the text."""
+    if isinstance(ex, OSError) and ex.errno:
+        return ex.strerror or os.strerror(ex.errno)
+    return str(ex) or type(ex).__name__
+
+
+def open_failure_reason(path: str, ex: BaseException) -> str:
+    """Why a file could not be opened, in the system's words: the error's own errno,
+    else what creating a file in its directory answers now (the writer's pre-checks
+    raise without one), else the error's text."""
+    if isinstance(ex, OSError) and ex.errno:
+        return os_reason(ex)
+    probe = creation_error(os.path.dirname(path))
+    return os_reason(probe) if probe is not None else (str(ex) or type(ex).__name__)
 
 
 class FileCapture:
@@ -75,6 +97,7 @@ class FileCapture:
 
     def __init__(self, options: IocOptions, publisher: Publisher, post: Post):
         self.stall_timeout = options.file_stall_timeout
+        self.data_root = options.data_root
         self._queue_frames = options.file_queue_frames
         self.publisher = publisher
         self._post = post
@@ -88,6 +111,13 @@ class FileCapture:
         self._open_close = threading.Lock()         # one open or close at a time
         self._closed_at_end: Optional[WriteResult] = None   # closed by end_series, not yet shown
         self._losses_before: dict = {}   # the open file's losses when the series began
+        # A capture that failed while its series runs: offers are diverted here and
+        # counted as not written, on top of the counts its file showed when it closed.
+        self._diverted = False
+        self._failed_counts: Optional[tuple[int, int]] = None
+        self._unwritten = 0
+        self._in_series = False          # between begin_series and end_series
+        self._count_lock = threading.Lock()
 
     def start(self) -> None:
         self.writer = HDF5Writer(max_queued_frames=self._queue_frames,
@@ -105,12 +135,15 @@ class FileCapture:
             raise Rejected("already capturing; set Capture to 0 first")
         check_compression(target.compression)
         try:
-            path = await asyncio.to_thread(self._name_file, target)
+            path = await asyncio.to_thread(self._name_file, target, self.data_root)
         except (Rejected, OSError) as ex:
-            await self._error(str(ex))
-            raise Rejected(str(ex)) from ex
+            text = str(ex) if isinstance(ex, Rejected) else f"cannot create {target.directory}: {os_reason(ex)}"
+            await self._error(text)
+            raise Rejected(text) from ex
         pub = self.publisher
         self._path = path
+        with self._count_lock:
+            self._diverted, self._failed_counts = False, None
         # as areaDetector does: the number moves on once a file has been named with it
         if target.auto_increment:
             await pub.publish(Out.FILE_NUMBER, target.number + 1)
@@ -128,26 +161,47 @@ class FileCapture:
             await self._done.wait()
 
     @staticmethod
-    def _name_file(t: CaptureTarget) -> str:
-        directory = t.directory
+    def _name_file(t: CaptureTarget, data_root: Optional[str]) -> str:
+        """The file's path: in FilePath resolved (under the data root), never an existing file."""
+        try:
+            check_file_name(t.name)
+            directory = resolve_directory(t.directory, data_root)
+        except PathRefused as ex:
+            raise Rejected(str(ex)) from ex
         if not os.path.isdir(directory):
             if not t.create_directory:
-                raise Rejected(f"directory {directory!r} does not exist "
+                raise Rejected(f"directory {t.directory!r} does not exist "
                                "(set CreateDirectory to create it)")
             os.makedirs(directory, exist_ok=True)
-        if not writable_dir(directory):
-            raise Rejected(f"directory {directory!r} is not writable")
+        problem = probe_writable(directory)
+        if problem is not None:
+            raise Rejected(problem)
         path = format_file_name(t.template, directory, t.name, t.number)
-        if os.path.exists(path):
+        if os.path.lexists(path):
             raise Rejected(f"file {path} already exists; change FileName or FileNumber")
+        if os.path.dirname(os.path.realpath(path)) != directory:
+            raise Rejected(f"FileTemplate {t.template!r} puts the file outside FilePath ({path})")
         return path
 
-    async def stop(self, message: str) -> None:
-        """Capture=0 (or capture complete / failed): close the file if open, end the capture."""
+    async def stop(self, message: str, failed: bool = False) -> None:
+        """Capture=0 (or capture complete / failed): close the file if open, end the capture.
+        `failed`: the rest of the running series is counted as not written."""
+        if failed:
+            self._divert()
         result = await asyncio.to_thread(self._close)
         if result is not None:
             await self._closed(result, message)
+            if failed:
+                with self._count_lock:
+                    self._failed_counts = (result.frames_written, result.frames_dropped)
         await self._end_capture()
+
+    def _divert(self, counts: Optional[tuple[int, int]] = None) -> None:
+        """The capture failed: frames offered until its series ends are not written
+        (`counts`: the failed file's written and dropped frames, once known)."""
+        with self._count_lock:
+            if self._in_series:
+                self._diverted, self._failed_counts, self._unwritten = True, counts, 0
 
     async def _closed(self, result: WriteResult, message: str) -> None:
         log.info("file %s closed: %s", result.path, result)
@@ -180,13 +234,19 @@ class FileCapture:
             await self._closed(closed, "Capture complete")
             await self._end_capture()
             return
+        with self._count_lock:
+            failed, unwritten = self._failed_counts, self._unwritten
+            if not self._diverted:
+                self._failed_counts = None
+        if failed is not None:
+            await self.publisher.publish(Out.FILE_COUNTS, (failed[0], failed[1] + unwritten))
+        if not self.writer.is_open:
+            return   # the counts of a closed file were shown when it closed
         status = self.writer.status()
         await self.publisher.publish(Out.FILE_COUNTS, (status.frames_written, status.frames_dropped))
-        if not self.writer.is_open:
-            return
         if status.state == WRITER_ERROR:
             await self._error(status.message or "write failed")
-            await self.stop("Capture failed")
+            await self.stop("Capture failed", failed=True)
         elif status.capture_done:
             await self.stop("Capture complete")
 
@@ -197,6 +257,8 @@ class FileCapture:
     # ---- consumer.SeriesConsumer ---------------------------------------------------------
     def begin_series(self, start: SeriesStart) -> None:
         """A series starts (off the loop): open the file if capture is armed and none is open."""
+        with self._count_lock:
+            self._in_series = True
         target = self._target
         if target is None:
             return
@@ -207,12 +269,15 @@ class FileCapture:
             try:
                 self.writer.open_series(self._path, start, target.compression, self.num_capture)
             except Exception as ex:
-                self._post(functools.partial(self._open_failed, f"cannot open {self._path}: {ex}"))
+                self._divert((0, 0))
+                self._post(functools.partial(self._open_failed,
+                                             f"cannot open {self._path}: {open_failure_reason(self._path, ex)}"))
                 return
             self._losses_before = self.writer.dropped_reasons
         self._post(functools.partial(self.publisher.publish, Out.FILE_WRITING, True))
 
     async def _open_failed(self, message: str) -> None:
+        await self.publisher.publish(Out.FILE_COUNTS, (0, 0))
         await self._error(message)
         await self._end_capture()
 
@@ -220,6 +285,11 @@ class FileCapture:
         """Readout thread: to the writer if a file is open (checked under the writer's lock)."""
         if not self.enabled:
             return True
+        if self._diverted:
+            with self._count_lock:
+                if self._diverted:
+                    self._unwritten += block.count
+                    return True
         return self.writer.offer(block, timeout, only_if_open=True)
 
     def count_lost(self, frames: int, reason: str) -> None:
@@ -237,6 +307,8 @@ class FileCapture:
     def end_series(self, final_state: str) -> None:
         """A series ended (off the loop); the file stays open for the next one unless
         the capture is complete or failed."""
+        with self._count_lock:
+            self._in_series = self._diverted = False
         status = self.writer.status()
         if not (status.capture_done or status.state == WRITER_ERROR):
             return

@@ -6,12 +6,14 @@ import asyncio
 import faulthandler
 import gc
 import logging
+import os
 import signal
 import sys
 from typing import Optional
 
 
 from xspress3.driver import LibraryError, Xspress3Error
+from xspress3.writers.stream_keys import ServerKeys, StreamKeyError
 
 from .access_security import AccessPolicy, AcfError, load_acf, secured_context
 from .ca_server import RejectedPutLogFilter, SafeContext, tune_update_batching
@@ -52,6 +54,12 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
     p.add_argument("--access", metavar="FILE", default=None,
                    help="EPICS access security file (UAG/HAG/ASG/RULE); PVs are assigned to "
                         "groups by '#%%ASSIGN(ASG) \"glob\"' lines (see README, Security)")
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="HDF1:FilePath must resolve (after '..' and symbolic links) to DIR or a "
+                        "directory below it; other paths are refused at the put")
+    p.add_argument("--stream-keys", metavar="DIR", default=None,
+                   help="CURVE keys for the stream and monitor sockets: only clients with an "
+                        "authorized key get data (make a key directory with xspress3-keys DIR)")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names at start")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -73,7 +81,16 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
         settings_file=(default_settings_file(args.prefix) if args.settings is None
                        else none_or(args.settings)),
         stream=endpoint(args.stream, DEFAULT_STREAM), monitor=endpoint(args.monitor, DEFAULT_MONITOR),
-        stream_queue_frames=args.stream_queue, ts_points=args.ts_points)
+        stream_queue_frames=args.stream_queue, ts_points=args.ts_points,
+        data_root=os.path.realpath(args.data_root) if args.data_root else None,
+        stream_keys=args.stream_keys)
+    if options.data_root is not None and not os.path.isdir(options.data_root):
+        p.error(f"--data-root {args.data_root}: not an existing directory")
+    if options.stream_keys is not None:
+        try:
+            ServerKeys(options.stream_keys)
+        except StreamKeyError as ex:   # open sockets when keys were asked for: worse than stopping
+            p.error(f"--stream-keys: {ex}")
     return options, args
 
 
@@ -160,6 +177,10 @@ def main(argv=None) -> int:
         print("xspress3-ioc: listening on ALL network interfaces: "
               + ", ".join((["Channel Access"] if not args.interfaces else []) + everywhere)
               + " (limit with --interfaces, --stream, --monitor)", flush=True)
+    if options.data_root is not None:
+        print(f"xspress3-ioc: files only under the data root {options.data_root}", flush=True)
+    if options.stream_keys is not None:
+        print(f"xspress3-ioc: stream and monitor need CURVE keys from {options.stream_keys}", flush=True)
     if access is not None:
         print(f"xspress3-ioc: access security {args.access}: {access.describe()}", flush=True)
     if args.list_pvs:

@@ -31,6 +31,8 @@ class IocOptions:
     file_queue_frames: int = 2048
     file_stall_timeout: float = 30.0
     ts_points: int = 16384
+    data_root: Optional[str] = None        # HDF1:FilePath must resolve to this directory or below
+    stream_keys: Optional[str] = None      # directory of CURVE keys (writers/stream_keys.py)
 
     @property
     def simulated(self) -> bool:

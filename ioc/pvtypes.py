@@ -9,9 +9,10 @@ fit, or that caproto or one of our putters refuses, reaches the group's
 log, and the client gets the put failure. Nothing is stored and nothing is saved
 to the settings file.
 
-A refused put, or a refused internal write, leaves the PV's alarm (STAT/SEVR)
-unchanged: caproto would raise a WRITE/MAJOR alarm on the PV's alarm group
-(shared by every PV of the group), which nothing would ever clear.
+A refused put, or a refused internal write, leaves the PV's value, timestamp and
+alarm (STAT/SEVR) unchanged, the rule README.md states for users: caproto would
+raise a WRITE/MAJOR alarm on the PV's alarm group (shared by every PV of the
+group), which nothing would ever clear.
 
 Internal writes (`pv.write(...)` from our own code) do not pass through
 `write_from_dbr`; the settings store checks restored values with `check_value`.
@@ -87,12 +88,22 @@ def _number(pv, item, what: str):
     return item
 
 
+def _until_nul(text):
+    """Text up to its terminating NUL (and NUL padding); text after a NUL is refused,
+    not cut off silently."""
+    nul = b"\0" if isinstance(text, bytes) else "\0"
+    head, _, rest = text.partition(nul)
+    if rest.strip(nul):
+        raise PutRejected("text holds a NUL character followed by more text")
+    return head.decode("latin-1") if isinstance(head, bytes) else head
+
+
 def _check_text(pv, value) -> str:
-    """A CHAR-waveform PV's new text: at most NELM characters."""
+    """A CHAR-waveform PV's new text: at most NELM characters, no text after a NUL."""
     if isinstance(value, (bytes, bytearray)):
-        text = bytes(value).split(b"\0", 1)[0].decode("latin-1")
+        text = _until_nul(bytes(value))
     elif isinstance(value, str):
-        text = value.split("\0", 1)[0]
+        text = _until_nul(value)
     else:
         items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
         if items and all(isinstance(i, str) for i in items):
@@ -105,7 +116,7 @@ def _check_text(pv, value) -> str:
             if number != int(number) or not -128 <= number <= 255:
                 raise PutRejected(f"{number!r} is not a character code (0..255)")
             raw.append(int(number) & 0xFF)
-        text = bytes(raw).split(b"\0", 1)[0].decode("latin-1")
+        text = _until_nul(bytes(raw))
     try:
         text.encode("latin-1")
     except UnicodeEncodeError:

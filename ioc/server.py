@@ -26,6 +26,7 @@ from caproto.server import SubGroup, pvproperty
 
 from xspress3.driver import Xspress3
 from xspress3.vocabulary import NUM_SCAS, TriggerMode
+from xspress3.writers.stream_keys import server_keys
 
 from . import enums
 from .enums import DataType, DisabledEnabled, DisableEnable, NoYes, TsAction, TsMode
@@ -34,7 +35,8 @@ from .controller import (DRIVER_VERSION, ChannelSdkSettings, RunController, RunS
                          detector_model)
 from .detector_pvs import DetectorPVs
 from .file_pvs import FilePVs
-from .filewriter import CaptureTarget, FileCapture, check_compression, writable_dir
+from .file_paths import PathRefused, check_file_name, probe_writable, resolve_directory
+from .filewriter import CaptureTarget, FileCapture, check_compression
 from .options import IocOptions
 from .pv_publisher import PvPublisher
 from .pvtypes import PutRejected, Xsp3Group, reason
@@ -63,6 +65,11 @@ class IocBase(Xsp3Group):
         self.bins = options.bins
         self.controller = RunController(options, PvPublisher(self), driver=driver,
                                         driver_error=driver_error)
+        # --stream-keys: CURVE on the stream and monitor sockets (set before they bind)
+        keys = server_keys(options.stream_keys)
+        for sockets in (self.controller.stream, self.controller.monitor):
+            if sockets is not None:
+                sockets.keys = keys
         self.settings = SettingsStore(options.settings_file, self)
         self.ca_context = None          # the caproto server Context, set by main.serve
         self._started = time.time()
@@ -102,6 +109,11 @@ class IocBase(Xsp3Group):
             await self.det.monitor_endpoint.write(self.options.monitor)
         await self.describe_detector()
         await self.settings.restore()
+        try:   # the default or restored FilePath, as a put of it would show it
+            await self.check_file_path(self.hdf.file_path_rbv.value)
+        except PutRejected as ex:
+            await self.hdf.file_path_exists.write(enums.NO_YES[0])
+            log.warning("HDF1:FilePath %s: %s", self.hdf.file_path_rbv.value, ex)
         if self.driver is not None:
             await self.status("Idle", State.IDLE)
         else:
@@ -390,13 +402,29 @@ class IocBase(Xsp3Group):
             check_compression(value)
         if attr in ("file_path", "file_name", "file_template", "compression") and files.capturing:
             raise PutRejected(f"cannot change {attr} while capturing")
-        if attr == "file_path":
-            await self.hdf.file_path_exists.write(enums.NO_YES[writable_dir(value)])
+        if attr == "file_name":
+            try:
+                check_file_name(value)
+            except PathRefused as ex:
+                raise PutRejected(str(ex)) from None
+        elif attr == "file_path":
+            await self.check_file_path(value)
         elif attr == "enable_callbacks":
             files.enabled = value == DisableEnable.ENABLE
         elif attr == "num_capture":
             files.num_capture = int(value)
         return value
+
+    async def check_file_path(self, path: str) -> None:
+        """Refuse a FilePath outside the data root; FilePathExists_RBV: can a file be made there."""
+        try:
+            directory = resolve_directory(path, self.options.data_root)
+        except PathRefused as ex:
+            raise PutRejected(str(ex)) from None
+        problem = await asyncio.to_thread(probe_writable, directory)
+        if problem is not None:
+            log.info("FilePath %s: %s", path, problem)
+        await self.hdf.file_path_exists.write(enums.NO_YES[problem is None])
 
     def capture_target(self) -> CaptureTarget:
         hdf = self.hdf

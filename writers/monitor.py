@@ -4,8 +4,8 @@ The data path only stores a reference (``update`` is one attribute assignment);
 the server thread slices out the newest frame when a client asks, so a slow or
 absent client never slows acquisition. Replies reuse the stream encoding
 (``wire.py``): "latest" gets a one-frame frames message (or a "none" header),
-"start" gets the open series' start message (or "none").
-"""
+"start" gets the open series' start message, or "none" while no series is open
+(before the first run and after each run's series has ended)."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from . import wire
+from .stream_keys import ClientKeys, ServerKeys, StreamKeyError, client_keys
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,12 @@ _POLL_MS = 100
 class MonitorServer:
     """Answers "latest" and "start" requests from its own thread (REP socket)."""
 
-    def __init__(self, endpoint: str = f"tcp://*:{wire.MONITOR_PORT}") -> None:
+    def __init__(self, endpoint: str = f"tcp://*:{wire.MONITOR_PORT}",
+                 keys: Optional[ServerKeys] = None) -> None:
+        """``keys``: CURVE keys (stream_keys.py); only clients holding authorized keys get replies.
+        May also be set as the attribute before ``start``."""
         self._bind_endpoint = endpoint
+        self.keys = keys
         self._endpoint = ""
         self._latest: Optional[tuple[wire.FrameBlock, str]] = None
         self._start: Optional[wire.SeriesStart] = None
@@ -80,7 +85,8 @@ class MonitorServer:
         return {}
 
     def end_series(self, final_state: str) -> None:
-        """The last series stays described: "start" answers for the frame "latest" holds."""
+        """Idle again: "start" answers "none"; "latest" keeps the last frame."""
+        self.set_series(None)
 
     def update(self, block: wire.FrameBlock, series_id: str = "") -> None:
         """Remember the block; its last frame is what "latest" returns. No copy."""
@@ -118,6 +124,8 @@ class MonitorServer:
         try:
             sock = ctx.socket(zmq.REP)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.keys is not None:
+                self.keys.secure(sock)
             sock.bind(self._bind_endpoint)
             self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
@@ -146,8 +154,9 @@ class MonitorClient:
     """REQ client with the lazy-pirate recovery: after a timeout the socket is rebuilt."""
 
     def __init__(self, endpoint: str = f"tcp://localhost:{wire.MONITOR_PORT}", timeout_s: float = 1.0,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[zmq.Context] = None, keys: Optional[ClientKeys] = None) -> None:
         self.endpoint = endpoint
+        self.keys = keys
         self.timeout_s = timeout_s
         self._ctx = context or zmq.Context.instance()
         self._sock: Optional[zmq.Socket] = None
@@ -156,6 +165,8 @@ class MonitorClient:
         if self._sock is None:
             self._sock = self._ctx.socket(zmq.REQ)
             self._sock.setsockopt(zmq.LINGER, 0)
+            if self.keys is not None:
+                self.keys.secure(self._sock)
             self._sock.connect(self.endpoint)
         return self._sock
 
@@ -289,11 +300,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for a reply (default %(default)s)")
     p.add_argument("--count", type=int, default=0, help="stop after this many refreshes (0 = run until Ctrl-C)")
     p.add_argument("--plot", action="store_true", help="also plot the spectra (needs matplotlib)")
+    p.add_argument("--keys", metavar="DIR", default=None,
+                   help="CURVE key directory (server.key and the client's key_secret) when the IOC "
+                        "runs with --stream-keys")
+    p.add_argument("--key-name", default="client", metavar="NAME",
+                   help="which client key pair in --keys to use (default %(default)s)")
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Exit status 0 if the server answered at least once, 1 if never, 2 for a missing --plot backend."""
+    """Exit status 0 if the server answered at least once, 1 if never, 2 for a missing --plot
+    backend or unusable --keys."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level="WARNING")
     draw = None
@@ -302,11 +319,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         if draw is None:
             sys.stderr.write("--plot needs matplotlib, which is not installed: pip install 'xspress3-ioc[plot]'\n")
             return 2
+    try:
+        keys = client_keys(args.keys, args.key_name)
+    except StreamKeyError as exc:
+        sys.stderr.write(f"xspress3-monitor: {exc}\n")
+        return 2
     console = _Console(sys.stdout)
     answered = False
     done = 0
     try:
-        with MonitorClient(args.connect, args.timeout) as client:
+        with MonitorClient(args.connect, args.timeout, keys=keys) as client:
             while not args.count or done < args.count:
                 t0 = time.monotonic()
                 try:

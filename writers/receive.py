@@ -22,6 +22,7 @@ from typing import Optional, TextIO
 from . import layout, wire
 from .hdf5 import HDF5Writer
 from .stream import StreamReceiver
+from .stream_keys import StreamKeyError, client_keys
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-series", type=int, default=0, help="exit after this many series (0 = run forever)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.add_argument("--log-level", default="WARNING", help="logging level (default %(default)s)")
+    p.add_argument("--keys", metavar="DIR", default=None,
+                   help="CURVE key directory (server.key and the client's key_secret) when the IOC "
+                        "runs with --stream-keys")
+    p.add_argument("--key-name", default="client", metavar="NAME",
+                   help="which client key pair in --keys to use (default %(default)s)")
     return p
 
 
@@ -224,6 +230,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             _parser().error("--output DIR is required unless --decode-only")
         if not args.output.is_dir():
             _parser().error(f"--output {args.output} is not a directory")
+    try:
+        keys = client_keys(args.keys, args.key_name)
+    except StreamKeyError as exc:
+        _parser().error(str(exc))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -234,7 +244,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     session = Session(None if args.decode_only else args.output, args.compression, args.quiet)
     sys.stderr.write(f"xspress3-receive: listening on {args.connect}\n")
     sys.stderr.flush()
-    with StreamReceiver(args.connect) as receiver:
+    with StreamReceiver(args.connect, keys=keys) as receiver:
         try:
             for msg in receiver.messages(stop):
                 session.handle(msg)

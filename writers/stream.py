@@ -92,6 +92,7 @@ class StreamSender:
         send_timeout_s: Optional[float] = None,
         stall_timeout: float = 5.0,
         end_timeout: float = 10.0,
+        keys=None,
     ) -> None:
         """``send_timeout_s``: how long one message may wait for a connected but stalled
         receiver before it is counted lost; None waits as long as a receiver is connected.
@@ -104,6 +105,7 @@ class StreamSender:
         if max_queued_frames < 1:
             raise ValueError("max_queued_frames must be >= 1")
         self._bind_endpoint = endpoint
+        self.keys = keys  # stream_keys.ServerKeys (CURVE) or None; may be set before start()
         self.max_queued_frames = max_queued_frames
         self.sndhwm = sndhwm
         self.send_timeout_s = send_timeout_s
@@ -333,6 +335,8 @@ class StreamSender:
         # (HANDSHAKE_SUCCEEDED carries 0, so it cannot be paired with its disconnect).
         mon = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         try:
+            if self.keys is not None:
+                self.keys.secure(sock)
             sock.bind(self._bind_endpoint)
             self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
@@ -533,7 +537,8 @@ class StreamReceiver:
     """PULL side: yields decoded messages; zmq reconnects by itself if the IOC restarts."""
 
     def __init__(self, endpoint: str = f"tcp://localhost:{wire.DEFAULT_PORT}", rcvhwm: int = 64,
-                 poll_timeout_s: float = 0.2, context: Optional[zmq.Context] = None) -> None:
+                 poll_timeout_s: float = 0.2, context: Optional[zmq.Context] = None,
+                 keys=None) -> None:
         self.endpoint = endpoint
         self.poll_timeout_s = poll_timeout_s
         self.bad_messages = 0
@@ -542,6 +547,8 @@ class StreamReceiver:
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
         _keepalive(self._sock)
+        if keys is not None:  # stream_keys.ClientKeys (CURVE)
+            keys.secure(self._sock)
         self._sock.connect(endpoint)
 
     def recv(self, timeout: Optional[float] = None) -> Optional[wire.Message]:

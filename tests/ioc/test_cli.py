@@ -13,7 +13,8 @@ def test_help_lists_the_options():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     for option in ("--prefix", "--channels", "--cards", "--frames-memory", "--sdk", "--config-dir",
-                   "--settings", "--stream", "--monitor", "--interfaces", "--list-pvs", "-v"):
+                   "--settings", "--stream", "--monitor", "--interfaces", "--list-pvs", "-v",
+                   "--access", "--data-root", "--stream-keys"):
         assert option in result.stdout, option
 
 
@@ -62,3 +63,16 @@ def test_listening_on_all_interfaces_is_said_at_start(tmp_path):
     quiet = IocProcess(tmp_path, "--interfaces", "127.0.0.1", monitor=False).start()
     assert quiet.stop() == 0
     assert "ALL network interfaces" not in quiet.output(), quiet.output()
+
+
+def test_data_root_and_keys_are_said_at_start(tmp_path):
+    from xspress3.writers.stream_keys import make_keys
+    make_keys(tmp_path / "keys")
+    (tmp_path / "data").mkdir()
+    ioc = IocProcess(tmp_path, "--data-root", str(tmp_path / "data" / ".." / "data"),
+                     "--stream-keys", str(tmp_path / "keys")).start()
+    assert ioc.get("HDF1:FilePathExists_RBV") == "No"     # the default /tmp/ is outside the root
+    assert ioc.stop() == 0
+    out = ioc.output()
+    assert f"files only under the data root {tmp_path / 'data'}\n" in out, out
+    assert f"stream and monitor need CURVE keys from {tmp_path / 'keys'}" in out, out

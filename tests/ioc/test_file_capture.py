@@ -85,25 +85,68 @@ def test_capture_zero_closes_the_file_promptly(ioc, tmp_path):
         assert f["/entry/instrument/detector/data"].shape[0] == 3
 
 
-def test_unwritable_directory_fails_clearly_and_acquisition_still_runs(ioc, tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    # root passes permission checks: then use a directory the kernel refuses to write
-    directory = str(locked) if not os.access(locked, os.W_OK) else "/sys"
-    ioc.put("HDF1:FilePath", directory)
+def test_unwritable_directory_is_refused_at_capture_with_the_os_reason(ioc, tmp_path):
+    """/proc takes no new files, whatever the permission bits say (also for root)."""
+    ioc.put("HDF1:FilePath", "/proc/")
+    assert ioc.get("HDF1:FilePathExists_RBV") == "No"
     ioc.put("HDF1:FileName", "denied")
-    ioc.put("HDF1:NumCapture", 5)
-    ioc.put("HDF1:Capture", 1, wait=False)
-    ioc.wait_for("HDF1:WriteMessage", lambda m: m != "", timeout=10)
+    with pytest.raises(Exception):
+        ioc.put_checked("HDF1:Capture", 1, timeout=10)
+    assert ioc.get("HDF1:Capture_RBV") == "Done"
+    assert ioc.get("HDF1:WriteStatus") == "Write error"
+    message = ioc.get("HDF1:WriteMessage")
+    assert "cannot create files in /proc:" in message and "disk" not in message, message
+    reason = message.rsplit(": ", 1)[1]
+    assert reason in {os.strerror(e) for e in range(1, 134)}, message   # the system's words
     blocks, end = receive_run(ioc, 5)
     assert end.frames_sent == 5 and end.frames_lost == 0
+    assert ioc.get("det1:DetectorState_RBV") == "Idle"
+    ioc.put("HDF1:FilePath", str(tmp_path))
+    assert ioc.get("HDF1:FilePathExists_RBV") == "Yes"
+
+
+def test_a_directory_under_a_regular_file_says_why(ioc, tmp_path):
+    """Unwritable for root too: the path runs through a regular file."""
+    (tmp_path / "plain").write_text("not a directory")
+    ioc.put("HDF1:FilePath", str(tmp_path / "plain" / "sub"))
+    assert ioc.get("HDF1:FilePathExists_RBV") == "No"
+    ioc.put("HDF1:FileName", "nowhere")
+    ioc.put("HDF1:CreateDirectory", -1)
+    try:
+        with pytest.raises(Exception):
+            ioc.put_checked("HDF1:Capture", 1, timeout=10)
+    finally:
+        ioc.put("HDF1:CreateDirectory", 0)
+    message = ioc.get("HDF1:WriteMessage")
+    assert message == f"cannot create {tmp_path / 'plain' / 'sub'}: {os.strerror(20)}", message
+    assert ioc.get("HDF1:Capture_RBV") == "Done"
+
+
+def test_open_failure_reports_the_os_error_and_counts_every_frame_not_written(ioc, tmp_path):
+    """The directory goes away between Capture=1 and the run: the open fails with the
+    system's reason, NumCaptured_RBV is 0 for this capture (not the previous file's
+    count) and FramesDropped_RBV counts all 7 frames of the run."""
+    ioc.put("HDF1:NumCapture", 3)
+    ioc.put("det1:NumImages", 3)
+    arm_capture(ioc, tmp_path, "before")
+    ioc.put("det1:Acquire", 1, wait=True, timeout=30)
+    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
+    assert ioc.get("HDF1:NumCaptured_RBV") == 3
+    doomed = tmp_path / "doomed"
+    doomed.mkdir()
+    arm_capture(ioc, doomed, "lost", frames=20)
+    assert ioc.get("HDF1:NumCaptured_RBV") == 0             # a new file, counted afresh
+    doomed.rmdir()
+    blocks, end = receive_run(ioc, 7)
+    assert end.frames_sent == 7
     ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
     assert ioc.get("HDF1:WriteStatus") == "Write error"
     message = ioc.get("HDF1:WriteMessage")
-    assert directory in message and ("not writable" in message or "cannot open" in message), message
-    assert ioc.get("det1:DetectorState_RBV") == "Idle"
-    assert not any(name.startswith("denied") for name in os.listdir(directory))
+    assert message.startswith(f"cannot open {doomed}/lost_000007.h5: ")
+    assert message.endswith(os.strerror(2)) and "disk" not in message, message
+    ioc.wait_for("HDF1:FramesDropped_RBV", lambda v: v == 7, timeout=10)
+    assert ioc.get("HDF1:NumCaptured_RBV") == 0
+    assert not doomed.exists()
 
 
 def test_missing_directory_and_existing_file(ioc, tmp_path):

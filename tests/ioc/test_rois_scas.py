@@ -135,7 +135,7 @@ def test_monitor_socket_serves_the_latest_frame(ioc):
     assert block.first_frame == 5
     np.testing.assert_array_equal(block.spectra[0, 0], ioc.get("MCA1:ArrayData"))
     assert block.dtfactor[0, 2] == pytest.approx(ioc.get("C3:DTFactor_RBV"))
-    assert series is not None and series.frames_expected == 6
+    assert series is None   # idle after the run (db_docs/stream.md); during one: test_monitor_socket.py
 
 
 def test_time_series_length_and_manual_control(ioc):

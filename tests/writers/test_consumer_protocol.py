@@ -27,15 +27,16 @@ def test_the_stream_reports_only_the_losses_its_producer_gave_up_on():
         assert end.frames_lost == 8 and sender.losses() == {}
 
 
-def test_the_monitor_takes_every_block_and_keeps_the_series_described():
+def test_the_monitor_takes_every_block_and_is_idle_after_the_series():
     monitor = MonitorServer("tcp://127.0.0.1:0")
     start = make_start("mon", channels=1, bins=8)
     monitor.begin_series(start)
     block = block_values(0, 2, channels=1, bins=8)
     assert monitor.offer(block, 0.0) is True
+    assert monitor._start is start
     monitor.end_series("done")
     assert monitor.losses() == {}
-    assert monitor._latest[0] is block and monitor._start is start
+    assert monitor._latest[0] is block and monitor._start is None   # "start" answers none
 
 
 def test_hdf5_offers_only_if_open_are_ignored_once_the_close_began(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import socket
 import subprocess
 import sys
@@ -42,6 +43,35 @@ def test_latest_frame_round_trip(server):
             np.testing.assert_array_equal(getattr(latest, name), getattr(block, name)[-1:])
         assert client.series() == start
     assert server.requests_served == 4
+
+
+def raw_request(endpoint: str, what: bytes) -> list[bytes]:
+    """One request on a plain zmq REQ socket, as any client would send it."""
+    import zmq
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(what)
+        assert sock.poll(10000, zmq.POLLIN), "no reply"
+        return sock.recv_multipart()
+    finally:
+        sock.close(0)
+
+
+def test_start_answers_none_when_idle_and_the_series_while_open(server):
+    """db_docs/stream.md: `start` gets the open series' start message, else type none."""
+    none = {"type": "none", "version": wire.FORMAT_VERSION}
+    assert [json.loads(p) for p in raw_request(server.endpoint, b"start")] == [none]
+    start = make_start("open")
+    server.begin_series(start)
+    server.offer(block_values(0, 3))
+    reply = raw_request(server.endpoint, b"start")
+    assert len(reply) == 1 and wire.decode(reply) == start
+    server.end_series("done")
+    assert [json.loads(p) for p in raw_request(server.endpoint, b"start")] == [none]
+    latest = wire.decode(raw_request(server.endpoint, b"latest"))   # the last frame stays
+    assert latest.first_frame == 2 and latest.series_id == "open"
 
 
 def test_update_keeps_a_reference_not_a_copy(server):
