@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import re
 import shutil
 import statistics
@@ -615,8 +614,9 @@ def main(argv=None) -> int:
             receiver = Receiver.connected(ioc, output=out, compression=comp)
             try:
                 series = 1
-                log(f"{comp}: warm-up run of {min(frames, 20_000)} frames")
-                run_once(ioc, receiver, series, min(frames, 20_000), None)
+                warm = min(frames, 10_000 if args.quick else 20_000)
+                log(f"{comp}: warm-up run of {warm} frames")
+                run_once(ioc, receiver, series, warm, None)
                 runs = []
                 for k in range(rounds):
                     series += 1
