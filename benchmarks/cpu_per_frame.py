@@ -597,13 +597,7 @@ def main(argv=None) -> int:
     try:
         log("frames from the simulator")
         pool = make_pool(work / "pool.npz", EXPOSURE_S)
-        floor_rounds = []
-        for k in range(rounds):
-            log(f"floors ({k + 1}/{rounds})")
-            floor_rounds.append(measure_floors(work, pool, frames))
-        r["floors"] = {key: (None if any(f[key] is None for f in floor_rounds)
-                             else statistics.median(f[key] for f in floor_rounds)) for key in floor_rounds[0]}
-        r["floor_rounds"] = floor_rounds
+        floor_rounds: list = []
         log("IOC starting, 8 ROIs per channel, time series, 10 Hz display")
         ioc = start_ioc(work, frames_memory=max(frames, 16384))
         configure_ioc(ioc)
@@ -620,7 +614,10 @@ def main(argv=None) -> int:
                 runs = []
                 for k in range(rounds):
                     series += 1
-                    log(f"{comp}: run {k + 1}/{rounds}, {frames} frames")
+                    # floors right before each round: the page cache and the machine's load
+                    # then are the run's (tofile's cost swings 2x with them)
+                    log(f"{comp}: floors, then run {k + 1}/{rounds}, {frames} frames")
+                    floor_rounds.append(measure_floors(work, pool, frames))
                     runs.append(run_once(ioc, receiver, series, frames, None))
                     for f in out.glob("*.h5"):
                         f.unlink()
@@ -649,6 +646,9 @@ def main(argv=None) -> int:
         if ioc is not None:
             ioc.stop()
         shutil.rmtree(work, ignore_errors=True)
+    r["floor_rounds"] = floor_rounds
+    r["floors"] = {key: (None if any(f[key] is None for f in floor_rounds)
+                         else statistics.median(f[key] for f in floor_rounds)) for key in floor_rounds[0]}
     # stage keys back to (thread, stage) for the table
     for comp, procs in r["stages"].items():
         for who, rows in procs.items():
