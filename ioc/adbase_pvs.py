@@ -197,8 +197,8 @@ def _plugin_pvs() -> dict:
     pvs[_attr("DriverVersion_RBV")] = ro("DriverVersion_RBV", "", "xspress3-ioc "
                                          "version (as det1:).",
                                          dtype=ChannelType.STRING)
-    pvs[_attr("ArrayRate_RBV")] = ro("ArrayRate_RBV", 0.0, "Plugin frame rate; not computed "
-                                     "(always 0). NumCaptured_RBV counts frames written.",
+    pvs[_attr("ArrayRate_RBV")] = ro("ArrayRate_RBV", 0.0, "Frames per second the writer "
+                                     "wrote while capturing (over the last second or more).",
                                      units="Hz")
     for name in ("ArraySizeX_RBV", "ArraySizeY_RBV", "ArraySizeZ_RBV", "ArraySize_RBV"):
         pvs[_attr(name)] = ro(name, 0, "Not maintained (always 0); ArraySize0/1_RBV hold the "

@@ -18,10 +18,15 @@ from xspress3.vocabulary import DEFAULT_BINS, NUM_ROIS, NUM_SCAS
 from xspress3.writers.layout import NDATTR_SUFFIXES, ndattribute_name
 
 from . import enums, handlers
-from .plugin_pvs import DET1_CHANNEL, NDROISTAT_N, ROOT_EXTRA, declare, parse, plugin_group
+from .plugin_pvs import DET1_CHANNEL, DOCS, NDROISTAT_N, ROOT_EXTRA, declare, parse, plugin_group
 from .handlers import root_of
 from .pvtypes import Xsp3Group, enum_pv, record_type, root_putter, setting, text_pv
 
+#: During a run the plugin counters and frame descriptions (ArrayCounter_RBV,
+#: ArrayRate_RBV, UniqueId_RBV, TimeStamp_RBV, ...: ~45 PVs per channel) are posted at
+#: most this often, the run's last frame always: they were two fifths of the PV writes
+#: of each 10 Hz display update.
+PLUGIN_POST_PERIOD_S = 0.5
 # Updates queued per subscriber of a waveform: a slow client skips old spectra
 # instead of making the server hold thousands of copies.
 WAVEFORM_BACKLOG = 8
@@ -48,6 +53,11 @@ class _RoiBase(Xsp3Group):
     def stats(self) -> tuple:
         """Total, net, min, max and mean PVs (the columns of rois.roi_stats)."""
         return tuple(getattr(self, attr) for attr, *_ in _ROI_STAT_PVS)
+
+    @property
+    def ts_stats(self) -> tuple:
+        """TSTotal, TSNet, TSMinValue, TSMaxValue, TSMeanValue (the same columns)."""
+        return tuple(getattr(self, attr) for attr, *_ in _ROI_TS_PVS)
 
     async def apply_setting(self, attr, value):
         return await root_of(self).roi_setting(self, attr, value)
@@ -82,15 +92,32 @@ def _roi_namespace() -> dict:
 RoiPVs = type("RoiPVs", (_RoiBase,), _roi_namespace())
 
 
+#: The time-series PVs of an ROI, in the order of rois.STATS (the columns of roi_stats).
+_ROI_TS_PVS = (
+    ("ts_total", "TSTotal", "ROI total of every frame of the time series (TSCurrentPoint points)."),
+    ("ts_net", "TSNet", "ROI net (Net_RBV) of every frame of the time series."),
+    ("ts_min_value", "TSMinValue", "Smallest ROI bin of every frame of the time series."),
+    ("ts_max_value", "TSMaxValue", "Largest ROI bin of every frame of the time series."),
+    ("ts_mean_value", "TSMeanValue", "Mean ROI bin value of every frame of the time series."))
+#: Description of every TSTimestamp PV (the ROIs' and C{n}SCA:TS:'s)
+TS_TIMESTAMP_DOC = DOCS["TSTimestamp"]
+
+
 @functools.lru_cache(maxsize=None)
 def _roi_class(ts_points: int):
     """ROI group with a time series of `ts_points` points (one class per size)."""
-    ts_total = pvproperty(name="TSTotal", value=[0.0], dtype=float, max_length=ts_points,
-                      read_only=True, units="counts", max_subscription_backlog=WAVEFORM_BACKLOG,
-                      doc="ROI total of every frame of the time series (TSCurrentPoint points).")
-    ns = {"ts_total": ts_total}
+    ns = {}
+    for attr, name, doc in _ROI_TS_PVS:
+        ns[attr] = pvproperty(name=name, value=[0.0], dtype=float, max_length=ts_points,
+                              read_only=True, units="counts",
+                              max_subscription_backlog=WAVEFORM_BACKLOG, doc=doc)
+    ns["ts_timestamp"] = pvproperty(name="TSTimestamp", value=[0.0], dtype=float,
+                                    max_length=ts_points, read_only=True, units="s",
+                                    max_subscription_backlog=WAVEFORM_BACKLOG,
+                                    doc=TS_TIMESTAMP_DOC)
     served = {p.pvspec.name for p in vars(RoiPVs).values() if isinstance(p, pvproperty)}
-    ns.update(declare(parse(NDROISTAT_N), ts_points=ts_points, exclude=served | {"TSTotal"}))
+    served |= {p.pvspec.name for p in ns.values()}
+    ns.update(declare(parse(NDROISTAT_N), ts_points=ts_points, exclude=served))
     return type(f"RoiPVs{ts_points}", (RoiPVs,), ns)
 
 
@@ -210,6 +237,10 @@ PLUGINS = (("roi_plugin", "ROI{n}:", "ROI"), ("mca_plugin", "MCA{n}:", "StdArray
            ("roisum_plugin", "ROISUM{n}:", "ROISum"), ("mcasum_plugin", "MCASUM{n}:", "StdArrays"),
            ("roistat_plugin", "MCA{n}ROI:", "ROIStat"), ("sca_plugin", "C{n}SCA:", "Attribute"),
            ("sca_ts_plugin", "C{n}SCA:TS:", "TimeSeries"))
+#: plugin -> the plugin that feeds it frames, as areaDetector's NDArrayPort chain: a
+#: disabled plugin stops the work of those downstream of it
+UPSTREAM = {"mca_plugin": "roi_plugin", "mcasum_plugin": "roisum_plugin",
+            "sca_ts_plugin": "sca_plugin"}
 #: names the channel group itself serves under C{n}SCA:TS: (with their logic)
 _SCA_TS_OWN = ("TSAcquire", "TSNumPoints", "TSCurrentPoint", "TSAcquiring", "TSRead",
                "TSAcquireMode")
@@ -256,6 +287,7 @@ async def _ts_control_put(group, instance, value):
 
 
 class _ChannelBase(Xsp3Group):
+    _plugins_posted = 0.0    # time.time() of the last post of the plugin counters
     async def apply_setting(self, attr, value):
         return await root_of(self).channel_setting(self, attr, value)
 
@@ -266,6 +298,12 @@ class _ChannelBase(Xsp3Group):
         proc = getattr(self, "proc_plugin", None)
         return out + [proc] if proc is not None else out
 
+    def working(self, attr: str) -> bool:
+        """Whether plugin `attr` (a PLUGINS attribute) does its work: it and every
+        plugin feeding it have EnableCallbacks Enable."""
+        up = UPSTREAM.get(attr)
+        return getattr(self, attr).enabled and (up is None or self.working(up))
+
     def plugins_run_started(self) -> None:
         """A new acquisition: the frame numbering starts again (see plugin_stats)."""
         for plugin in self.plugins:
@@ -274,7 +312,8 @@ class _ChannelBase(Xsp3Group):
     async def post_spectra(self, s, i: int) -> None:
         """Post channel i's part of a frame summary, as areaDetector's plugin chain would:
         ROI{n}: MinX/SizeX select the bins MCA{n}:ArrayData shows; a plugin with
-        EnableCallbacks Disable neither counts nor updates its PVs."""
+        EnableCallbacks Disable, or fed by one (UPSTREAM), neither counts nor updates
+        its PVs (pv_publisher gates the ROI statistics and SCA PVs the same way)."""
         now = time.time()
         spectrum = s.spectra[i]
         roi = self.roi_plugin
@@ -282,13 +321,20 @@ class _ChannelBase(Xsp3Group):
         size = int(roi.pv_named("SizeX").value)
         size = len(spectrum) - first if size <= 0 else size   # 0: to the last bin
         cropped = spectrum[first:first + size]
-        for plugin in self.plugins:
-            plugin.stats.handled(s.frame_number)
-        if roi.enabled and self.mca_plugin.enabled:
+        for attr, _, _ in PLUGINS:
+            up = UPSTREAM.get(attr)
+            getattr(self, attr).stats.handled(s.frame_number, up is None or self.working(up))
+        proc = getattr(self, "proc_plugin", None)
+        if proc is not None:
+            proc.stats.handled(s.frame_number)
+        if self.working("mca_plugin"):
             await self.spectrum.write(cropped, verify_value=False)
-        if s.sums is not None and self.mcasum_plugin.enabled:
+        if s.sums is not None and self.working("mcasum_plugin"):
             await asyncio.sleep(0)   # let the loop serve clients between big writes
             await self.spectrum_sum.write(s.sums[i], verify_value=False)
+        if not s.final and now - self._plugins_posted < PLUGIN_POST_PERIOD_S:
+            return
+        self._plugins_posted = now
         await asyncio.sleep(0)
         for plugin in self.plugins:
             bins = len(cropped) if plugin is roi or plugin is self.mca_plugin else len(spectrum)

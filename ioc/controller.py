@@ -525,6 +525,7 @@ class RunController:
         run.ended = end
         self.run = None
         await pub.publish(Out.ACQUIRING, False)
+        await pub.plugins_idle()
         log.info("run %d %s: %d frames (%s)", end.run_id, end.outcome, end.frames_read, message)
         await pub.flush()
         run.done.set()
@@ -537,6 +538,8 @@ class RunController:
     async def heartbeat(self) -> None:
         await self.post_stream_stats()
         await self.files.post_status()
+        if self.run is None:     # during a run the frame posts keep the rates
+            await self.publisher.plugins_idle()
 
     # ---- file capture (HDF1:Capture) -------------------------------------------------------
     async def capture(self, target: CaptureTarget) -> None:
@@ -561,6 +564,7 @@ class RunController:
         await self.publisher.zero_counters(spectra=True)
         await self.post_time_series()
         await self.publisher.publish(Out.ARRAY_COUNTER, 0)
+        await self.publisher.plugins_erased()
         await self.status("Erased Data")
 
     def set_update_period(self, seconds: float) -> None:
@@ -611,7 +615,8 @@ class RunController:
         with self.readout.lock:
             return TimeSeriesView(
                 current=ts.current, acquiring=ts.acquiring,
-                totals={key: ts.ordered(arr) for key, arr in ts.data.items()},
+                rois={key: ts.ordered(ts.roi(key)) for key in ts.columns},
+                times=ts.ordered(ts.times) if ts.times is not None else None,
                 sca=ts.ordered(ts.sca) if ts.sca is not None else None)
 
     async def post_time_series(self) -> None:

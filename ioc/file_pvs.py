@@ -91,11 +91,13 @@ def _ns() -> dict:
                           doc=f"ADCore {name}: accepted for client compatibility (no-op)."))
     for attr, name, value in (("num_extra_dims", "NumExtraDims", 0),
                               ("num_frames_chunks", "NumFramesChunks", 0),
-                              ("queue_size", "QueueSize", 4096), ("nd_array_address", "NDArrayAddress", 0),
-                              ("array_counter", "ArrayCounter", 0)):
+                              ("queue_size", "QueueSize", 4096), ("nd_array_address", "NDArrayAddress", 0)):
         ns.update(setting(attr, name, value, dtype=int, lower_ctrl_limit=0, upper_ctrl_limit=INT32_MAX,
                           persist=False,
                           doc=f"ADCore {name}: accepted for client compatibility (no-op)."))
+    ns.update(setting("array_counter", "ArrayCounter", 0, dtype=int, lower_ctrl_limit=0,
+                      upper_ctrl_limit=INT32_MAX, persist=False,
+                      doc="Frames the file writer wrote while capturing; a write sets the count."))
     ns.update(setting("xml_file_name", "XMLFileName", "", dtype=ChannelType.CHAR, persist=False,
                       length=XML_NAME_LENGTH,
                       doc="Accepted (no-op): the layout is fixed (see db_docs/hdf5-layout.md)."))

@@ -21,6 +21,7 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 
 from . import enums
+from .handlers import root_of
 from .plugin_stats import PluginStats
 from .pvtypes import Xsp3Group, enum_pv, record_type, text_pv
 
@@ -476,7 +477,8 @@ DOCS = {
     "ArrayRate_RBV": "Frames per second this plugin handled (over the last second or more).",
     "DroppedArrays": "Frames this plugin dropped; a write sets the count (0 resets it).",
     "DroppedArrays_RBV": "Frames this plugin dropped (not published) since the last reset.",
-    "EnableCallbacks": "Disable: this plugin stops handling frames (its PVs stop updating).",
+    "EnableCallbacks": "Disable: this plugin and those it feeds stop handling frames "
+                       "(their counters and data PVs stop updating).",
     "EnableCallbacks_RBV": "Readback of EnableCallbacks.",
     "ArraySize0_RBV": "Bins of the array this plugin serves.",
     "ArraySizeX_RBV": "Bins of the array this plugin serves.",
@@ -491,6 +493,8 @@ DOCS = {
     "EpicsTSSec_RBV": "EPICS seconds of the last frame this plugin handled.",
     "EpicsTSNsec_RBV": "EPICS nanoseconds of the last frame this plugin handled.",
     "PluginType_RBV": "areaDetector plugin class this prefix stands for.",
+    "TSTimestamp": "Seconds from its run's start to each frame's end: the frames' TIME "
+                   "scalers (80 MHz) summed.",
     "Reset": "Any write zeroes this ROI's Total/Net/Min/Max/Mean readbacks.",
     "DTC_FLAGS_RBV": "SDK deadtime-correction flags; the IOC's correction uses "
                      "C{n}:EventWidth only (driver/deadtime.py), so always 0.",
@@ -604,27 +608,54 @@ class PluginGroup(Xsp3Group):
 
     async def on_put(self, name: str, value) -> None:
         if name == "EnableCallbacks":
+            was = self.stats.enabled
             self.stats.enabled = value in (enums.DisableEnable.ENABLE, 1)
+            if self.stats.enabled and not was and self.kind in ("ROIStat", "Attribute",
+                                                                "TimeSeries"):
+                # back at work: its time series show what is held now (as a TSRead)
+                await root_of(self).update_arrays()
         elif name == "ArrayCounter":
             self.stats.counter = int(value)
         elif name == "DroppedArrays":
             self.stats.dropped = int(value)
 
+    async def reset_counters(self) -> None:
+        """det1:ERASE: counts start again from 0 (areaDetector's ERASE_ArrayCounters
+        writes 0 to every plugin's ArrayCounter)."""
+        self.stats.reset()
+        for name in ("ArrayCounter", "DroppedArrays"):
+            pv = self._by_name.get(name)
+            if pv is not None and pv.value != 0:
+                await pv.write(0, verify_value=False)
+        await self._post(self._counters())
+
+    async def idle(self) -> None:
+        """No frames coming (between runs): the rate decays to 0 (PluginStats.idle)."""
+        self.stats.idle()
+        await self._post(self._counters())
+
+    def _counters(self) -> dict:
+        s = self.stats
+        return {"ArrayCounter_RBV": s.counter, "ArrayRate_RBV": s.rate,
+                "DroppedArrays_RBV": s.dropped}
+
+    async def _post(self, values: dict) -> None:
+        for name, value in values.items():
+            pv = self._by_name.get(name)
+            if pv is not None and pv.value != value:
+                await pv.write(value, verify_value=False)
+
     async def publish(self, frame_number: int, bins: int, timestamp: float) -> None:
         """Post the counters, rate and array description after the plugin handled frames."""
         s = self.stats
-        values = {"ArrayCounter_RBV": s.counter, "ArrayRate_RBV": s.rate,
-                  "DroppedArrays_RBV": s.dropped}
+        values = self._counters()
         if s.counter:
             values.update({"UniqueId_RBV": frame_number, "TimeStamp_RBV": timestamp,
                            "EpicsTSSec_RBV": int(timestamp), "EpicsTSNsec_RBV":
                            int((timestamp % 1) * 1e9), "ArraySize0_RBV": bins,
                            "ArraySizeX_RBV": bins, "ArraySize_RBV": bins * 8,
                            "NDimensions_RBV": 1, "Dim0SA_RBV": bins, "Dim0SA": bins})
-        for name, value in values.items():
-            pv = self._by_name.get(name)
-            if pv is not None and pv.value != value:
-                await pv.write(value, verify_value=False)
+        await self._post(values)
 
 
 @functools.lru_cache(maxsize=None)

@@ -32,15 +32,16 @@ class PluginStats:
         """A new acquisition: frame numbers start again from 0."""
         self._last_frame = 0
 
-    def handled(self, frame_number: int) -> int:
+    def handled(self, frame_number: int, receiving: bool = True) -> int:
         """The detector has posted frames up to `frame_number`; returns the frames this
-        plugin handled now (0 if disabled or nothing new)."""
+        plugin handled now (0 if disabled, if the plugin feeding it is (`receiving`
+        False: it gets no frames), or nothing new)."""
         last = self._last_frame if self._last_frame is not None else 0
         if frame_number < last:       # the numbering restarted (new run)
             last = 0
         new = frame_number - last
         self._last_frame = frame_number
-        if not self.enabled or new <= 0:
+        if not (self.enabled and receiving) or new <= 0:
             self._update_rate()
             return 0
         self.counter += new

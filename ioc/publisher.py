@@ -49,7 +49,8 @@ class TimeSeriesView:
 
     current: int
     acquiring: bool
-    totals: dict                  # (channel index, roi index) -> array(current)
+    rois: dict                    # (channel index, roi index) -> (current, 5): rois.STATS columns
+    times: Optional[np.ndarray]   # (current,) seconds from its run's start to each frame's end
     sca: Optional[np.ndarray]     # (current, channels, NUM_SCAS) or None
 
 
@@ -74,6 +75,12 @@ class Publisher(Protocol):
     async def zero_counters(self, spectra: bool) -> None:
         """Sums, SCAs and ROI statistics back to their erased values (and the
         spectra, if `spectra`)."""
+
+    async def plugins_erased(self) -> None:
+        """det1:ERASE: every plugin's counters (ArrayCounter, DroppedArrays) start again."""
+
+    async def plugins_idle(self) -> None:
+        """No run: the plugins' frame rates decay to 0 (called at run end and periodically)."""
 
     async def detector_changed(self, driver: Optional[Xspress3]) -> None:
         """The detector was opened or closed: describe it (None: not connected)."""

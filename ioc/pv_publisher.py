@@ -15,6 +15,7 @@ from xspress3.driver import Xspress3
 from xspress3.vocabulary import NUM_ROIS, NUM_SCAS, Sca
 
 from . import enums
+from .plugin_stats import PluginStats
 from .publisher import Out, TimeSeriesView
 from .readout import FrameSummary
 
@@ -42,6 +43,8 @@ class PvPublisher:
 
     def __init__(self, ioc):
         self.ioc = ioc
+        #: HDF1:'s NDPluginBase counters: the frames the file writer wrote while capturing
+        self.file_stats = PluginStats()
 
     # ---- single values -----------------------------------------------------------------
     async def publish(self, key: Out, value: Any) -> None:
@@ -73,6 +76,8 @@ class PvPublisher:
         elif key is Out.CONNECTED:
             await det.connected.write(enums.CONNECTED[1 if value else 0])
         elif key is Out.CAPTURING:
+            if value:
+                self.file_stats.run_started()     # each file counts its frames from 0
             await _command_and_readback(hdf.capture, enums.CAPTURE, hdf.capture_rbv,
                                         enums.CAPTURE_RBV, bool(value))
         elif key is Out.FILE_WRITING:
@@ -89,12 +94,40 @@ class PvPublisher:
             written, dropped = value
             await hdf.num_captured.write(written)
             await hdf.frames_dropped.write(dropped)
+            self.file_stats.handled(written)
+            await self._post_file_counters()
         elif key is Out.WRITE_STATUS:
             ok, message = value
             await hdf.write_status.write(0 if ok else 1)
             await hdf.write_message.write(message[:255])
         else:
             raise KeyError(key)
+
+    async def _post_file_counters(self) -> None:
+        hdf, s = self.ioc.hdf, self.file_stats
+        if hdf.array_counter_rbv.value != s.counter:
+            await hdf.array_counter_rbv.write(s.counter)
+        if hdf.ad_arrayrate_rbv.value != s.rate:
+            await hdf.ad_arrayrate_rbv.write(s.rate)
+
+    def set_file_counter(self, value: int) -> None:
+        """HDF1:ArrayCounter: the file writer's count goes on from `value`."""
+        self.file_stats.counter = int(value)
+
+    async def plugins_erased(self) -> None:
+        for ch in self.ioc.channels:
+            for plugin in ch.plugins:
+                await plugin.reset_counters()
+        self.file_stats.reset()
+        await self.ioc.hdf.array_counter.write(0, verify_value=False)
+        await self._post_file_counters()
+
+    async def plugins_idle(self) -> None:
+        for ch in self.ioc.channels:
+            for plugin in ch.plugins:
+                await plugin.idle()
+        self.file_stats.idle()
+        await self._post_file_counters()
 
     async def status(self, message: str, state: Optional[str] = None) -> None:
         det = self.ioc.det
@@ -133,22 +166,24 @@ class PvPublisher:
             # ArrayCounter/ArrayRate_RBV): channel_pvs.post_spectra
             await ch.post_spectra(s, i)
             await asyncio.sleep(0)
-            for k in range(NUM_SCAS):
-                await getattr(ch, f"sca{k}").write(float(s.sca[i, k]), verify_value=False)
-            await ch.dt_factor.write(float(s.sca[i, Sca.DT_FACTOR]), verify_value=False)
-            await ch.dead_time.write(float(s.sca[i, Sca.DT_PERCENT]), verify_value=False)
-            if s.sca_sums is not None:
+            if ch.working("sca_plugin"):            # C{n}SCA: EnableCallbacks
+                for k, value in enumerate(s.sca[i].tolist()):
+                    await _changed(getattr(ch, f"sca{k}"), value)
+            await _changed(ch.dt_factor, float(s.sca[i, Sca.DT_FACTOR]))
+            await _changed(ch.dead_time, float(s.sca[i, Sca.DT_PERCENT]))
+            if s.sca_sums is not None and ch.working("sca_plugin"):
                 await asyncio.sleep(0)
-                for k in range(NUM_SCAS):
-                    await getattr(ch, f"sca_sum{k}").write(float(s.sca_sums[i, k]),
-                                                           verify_value=False)
-            for r in np.flatnonzero(rois_used[i]):
-                await asyncio.sleep(0)
-                roi = ch.rois[r]
-                for pv, value in zip(roi.stats, s.rois[i, r]):
-                    await pv.write(float(value), verify_value=False)
-            if ch.ts_current_point.value != s.ts_point:
-                await ch.ts_current_point.write(s.ts_point)
+                for k, value in enumerate(s.sca_sums[i].tolist()):
+                    await _changed(getattr(ch, f"sca_sum{k}"), value)
+            if ch.working("roistat_plugin"):        # MCA{n}ROI: EnableCallbacks
+                for r in np.flatnonzero(rois_used[i]):
+                    await asyncio.sleep(0)
+                    roi = ch.rois[r]
+                    for pv, value in zip(roi.stats, s.rois[i, r].tolist()):
+                        await _changed(pv, value)
+                if ch.ts_current_point.value != s.ts_point:
+                    await ch.ts_current_point.write(s.ts_point)
+            if ch.working("sca_ts_plugin") and ch.sca_ts_current_point.value != s.ts_point:
                 await ch.sca_ts_current_point.write(s.ts_point)
 
     async def zero_counters(self, spectra: bool) -> None:
@@ -157,36 +192,67 @@ class PvPublisher:
         bins = self.ioc.bins
         zeros = np.zeros(bins)
         for ch in self.ioc.channels:
-            if np.any(ch.spectrum_sum.value):
+            if np.any(ch.spectrum_sum.value) and ch.working("mcasum_plugin"):
                 await ch.spectrum_sum.write(zeros, verify_value=False)
-            scalars = [(getattr(ch, f"sca{k}"), 0.0) for k in range(NUM_SCAS)]
-            scalars += [(getattr(ch, f"sca_sum{k}"), 0.0) for k in range(NUM_SCAS)]
-            scalars += [(ch.dt_factor, 1.0), (ch.dead_time, 0.0)]
-            for roi in ch.rois:
-                scalars += [(pv, 0.0) for pv in roi.stats]
+            # a plugin that does not work (EnableCallbacks) keeps what it shows
+            scalars = [(ch.dt_factor, 1.0), (ch.dead_time, 0.0)]
+            if ch.working("sca_plugin"):
+                scalars += [(getattr(ch, f"sca{k}"), 0.0) for k in range(NUM_SCAS)]
+                scalars += [(getattr(ch, f"sca_sum{k}"), 0.0) for k in range(NUM_SCAS)]
+            if ch.working("roistat_plugin"):
+                for roi in ch.rois:
+                    scalars += [(pv, 0.0) for pv in roi.stats]
             for pv, value in scalars:
                 if pv.value != value:
                     await pv.write(value, verify_value=False)
         if spectra:
             for ch in self.ioc.channels:
-                await ch.spectrum.write([0.0] * bins)
+                if ch.working("mca_plugin"):
+                    await ch.spectrum.write([0.0] * bins)
 
     # ---- time series ---------------------------------------------------------------------
     async def post_time_series(self, view: TimeSeriesView) -> None:
+        """Each channel's series through its plugins: MCA{n}ROI: (ROI statistics),
+        C{n}SCA: (TSArrayValue) and C{n}SCA:TS: (TimeSeries); a plugin that does not
+        work (EnableCallbacks Disable, see channel_pvs.working) is not updated."""
         current, acquiring, sca = view.current, view.acquiring, view.sca
+        acquiring_string = enums.TS_ACQUIRING[acquiring]
         for i, ch in enumerate(self.ioc.channels):
-            for pv, value in ((ch.ts_current_point, current), (ch.sca_ts_current_point, current),
-                              (ch.ts_acquiring, enums.TS_ACQUIRING[acquiring]),
-                              (ch.sca_ts_acquiring, enums.TS_ACQUIRING[acquiring]),
-                              (ch.sca_ts_acquire, enums.TS_ACQUIRE[acquiring])):
-                if pv.value != value:
+            roistat, sca_attr, sca_ts = (ch.working("roistat_plugin"), ch.working("sca_plugin"),
+                                         ch.working("sca_ts_plugin"))
+            for pv, value, works in (
+                    (ch.ts_current_point, current, roistat),
+                    (ch.ts_acquiring, acquiring_string, roistat),
+                    (ch.sca_ts_current_point, current, sca_ts),
+                    (ch.sca_ts_acquiring, acquiring_string, sca_ts),
+                    (ch.sca_ts_acquire, enums.TS_ACQUIRE[acquiring], sca_ts)):
+                if works and pv.value != value:
                     await pv.write(value, verify_value=False)
-            for r in range(NUM_ROIS):
-                await _post_series(ch.rois[r].ts_total, view.totals.get((i, r)), current)
+            if roistat:
+                for r in range(NUM_ROIS):
+                    roi, stats = ch.rois[r], view.rois.get((i, r))
+                    for column, pv in enumerate(roi.ts_stats):
+                        await _post_series(pv, None if stats is None else stats[:, column],
+                                           current)
+                    await _post_series(roi.ts_timestamp, None if stats is None else view.times,
+                                       current)
+            if sca_ts:
+                await _post_series(ch.sca_ts_plugin.pv_named("TSTimestamp"), view.times,
+                                   current)
             for k in range(NUM_SCAS):
                 column = sca[:, i, k] if sca is not None and i < sca.shape[1] else None
-                await _post_series(getattr(ch, f"sca_ts{k}"), column, current)
-                await _post_series(getattr(ch, f"sca_ts_series{k}"), column, current)
+                if sca_attr:
+                    await _post_series(getattr(ch, f"sca_ts{k}"), column, current)
+                if sca_ts:
+                    await _post_series(getattr(ch, f"sca_ts_series{k}"), column, current)
+
+
+async def _changed(pv, value) -> None:
+    """Write one of our read-only scalars if its value changed: a write costs ~10 us
+    (caproto's timestamps, alarms and subscriptions), a comparison next to nothing, and
+    several hundred scalars are offered at every display update."""
+    if pv.value != value:
+        await pv.write(value, verify_value=False)
 
 
 async def _post_series(pv, values, current: int) -> None:

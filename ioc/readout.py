@@ -1,11 +1,14 @@
 """The readout thread: detector memory -> frame blocks -> consumers and PVs.
 
 It never touches PVs and never runs on the event loop. Per run it polls the
-driver's progress, reads every completed frame in blocks into fresh arrays (one
-allocation per block, not per frame), computes deadtime, ROI totals and sums
-with numpy over the whole block, hands the block to each consumer (stream, file
-writer, monitor) and posts a summary of the newest frame to the IOC at the
-display rate through the `publish` callback (a thread-safe queue put).
+driver's progress and reads every completed frame in blocks (views into the
+recycled `SpectrumBuffers`, not fresh arrays). Each block is read and accounted a
+cache's worth of frames at a time (CHUNK_BYTES): running sums and, while the time
+series records, every ROI statistic of every frame (rois.block_stats) are taken
+while those frames are still in the core's cache. The block then goes to each
+consumer (stream, file writer, monitor), and a summary of the newest frame is
+posted to the IOC at the display rate through the `publish` callback (a
+thread-safe queue put).
 
 Back-pressure: when a consumer's queue is full, frames stay in detector memory
 while there is room (the consumer gets `stall_timeout` seconds, and in circular
@@ -26,19 +29,22 @@ from typing import Callable, Optional
 import numpy as np
 
 from xspress3.driver import Scaler, Xspress3Error, compute as deadtime
-from xspress3.vocabulary import NUM_SCALERS, NUM_SCAS, SCA_SCALERS, Sca
+from xspress3.vocabulary import NUM_SCALERS, NUM_SCAS, SCA_SCALERS, TICKS_PER_SECOND, Sca
 from xspress3.writers.consumer import SeriesConsumer
 from xspress3.writers.wire import FrameBlock
 
 from .enums import TsAction
-from .rois import RoiTable, roi_stats, roi_totals
+from .rois import NUM_STATS, RoiLayout, RoiTable, block_stats, roi_stats
 
 log = logging.getLogger(__name__)
 
 MAX_BLOCK_BYTES = 8 << 20     # a block holds at most this much spectrum data
 MAX_BLOCK_FRAMES = 1024
+#: Frames are read and accounted this many bytes at a time (the 1 MiB L2 cache of a core)
+CHUNK_BYTES = 1 << 20
 CIRCULAR_HIGH_WATER = 0.75    # fraction of frame memory unread before consumers lose frames
 ALL_GOOD = int(Scaler.ALL_GOOD)
+TIME = int(Scaler.TIME)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class FrameSummary:
     sums: Optional[np.ndarray]   # (ch, full_bins) float64
     sca_sums: Optional[np.ndarray] = None   # (ch, NUM_SCAS) float64, since the last erase
     ts_point: int = 0
+    final: bool = False          # the run's last summary (every PV is posted exactly)
 
 
 class Outcome(str, Enum):
@@ -92,19 +99,24 @@ class RunEnd:
 @dataclass
 class TimeSeries:
     """Per-frame values of the frames recorded while the time series runs: the
-    totals of the used ROIs (MCA{n}ROI:{r}:TSTotal) and the SCA values (vocabulary.Sca) of every
-    channel (C{n}SCA:{k}:TSArrayValue, C{n}SCA:TS:{k}:TimeSeries).
+    statistics of the used ROIs (rois.STATS: MCA{n}ROI:{r}:TSTotal, TSNet,
+    TSMinValue, TSMaxValue, TSMeanValue), each frame's time stamp (TSTimestamp)
+    and the SCA values (vocabulary.Sca) of every channel (C{n}SCA:{k}:TSArrayValue,
+    C{n}SCA:TS:{k}:TimeSeries).
 
     One series serves all of them, so they always cover the same frames. In
     fixed-length mode recording stops when `points` frames are held; in circular
-    mode it goes on and keeps the newest `points` frames.
+    mode it goes on and keeps the newest `points` frames. An ROI not used for some
+    of the frames reads 0 there.
     """
     points: int
     written: int = 0             # frames recorded since the last erase
     acquiring: bool = False
     manual: bool = False
     circular: bool = False
-    data: dict = field(default_factory=dict)   # (channel index, roi index) -> array(points)
+    columns: dict = field(default_factory=dict)   # (channel index, roi index) -> column of `stats`
+    stats: Optional[np.ndarray] = None         # (points, columns, NUM_STATS)
+    times: Optional[np.ndarray] = None         # (points,) seconds since the frame's run started
     sca: Optional[np.ndarray] = None           # (points, channels, NUM_SCAS)
 
     @property
@@ -114,8 +126,8 @@ class TimeSeries:
 
     def erase(self) -> None:
         self.written = 0
-        self.data.clear()
-        self.sca = None
+        self.columns.clear()
+        self.stats = self.times = self.sca = None
 
     def run_started(self) -> None:
         """An acquisition starts: record it from an empty series, unless a user
@@ -147,23 +159,48 @@ class TimeSeries:
         keep = min(n, self.points)
         return (self.written + n - keep + np.arange(keep)) % self.points, slice(n - keep, n)
 
-    def append(self, totals: dict, sca: np.ndarray) -> None:
-        """totals: (ch, r) -> array of n frame totals; sca: (n, channels, NUM_SCAS)."""
+    def _columns_of(self, keys: tuple) -> np.ndarray:
+        """Columns of `stats` for these ROIs, adding columns for ROIs not seen yet."""
+        new = [key for key in keys if key not in self.columns]
+        if new:
+            for key in new:
+                self.columns[key] = len(self.columns)
+            grown = np.zeros((self.points, len(self.columns), NUM_STATS))
+            if self.stats is not None:
+                grown[:, :self.stats.shape[1]] = self.stats
+            self.stats = grown
+        return np.array([self.columns[key] for key in keys], dtype=np.intp)
+
+    def append(self, keys: tuple, stats: np.ndarray, sca: np.ndarray,
+               times: np.ndarray) -> None:
+        """n frames: stats (n, len(keys), NUM_STATS) of the ROIs `keys` ((ch, r) each),
+        sca (n, channels, NUM_SCAS), times (n,) seconds."""
         if not self.acquiring:
             return
         n = sca.shape[0]
         where, kept = self._slots(n)
         if self.sca is None or self.sca.shape[1:] != sca.shape[1:]:
             self.sca = np.zeros((self.points,) + sca.shape[1:])
+        if self.times is None:
+            self.times = np.zeros(self.points)
         self.sca[where] = sca[kept]
-        for key, values in totals.items():
-            arr = self.data.get(key)
-            if arr is None:
-                arr = self.data[key] = np.zeros(self.points)
-            arr[where] = values[kept]
+        self.times[where] = times[kept]
+        columns = self._columns_of(keys)
+        if self.stats is not None:
+            if columns.size != self.stats.shape[1] or \
+                    not np.array_equal(columns, np.arange(columns.size)):
+                self.stats[where] = 0.0          # ROIs not used for these frames read 0
+                self.stats[where[:, None], columns] = stats[kept]
+            else:
+                self.stats[where] = stats[kept]
         self.written += n if self.circular else where.size
         if not self.circular and self.written >= self.points:
             self.acquiring = False
+
+    def roi(self, key: tuple) -> Optional[np.ndarray]:
+        """(points, NUM_STATS) of one ROI in storage order, or None if never recorded."""
+        column = self.columns.get(key)
+        return None if column is None else self.stats[:, column]
 
     def ordered(self, arr: np.ndarray) -> np.ndarray:
         """The held points of one array, oldest first (a copy)."""
@@ -287,6 +324,9 @@ class Readout(threading.Thread):
         self.sca_sums: Optional[np.ndarray] = None   # (ch, NUM_SCAS): SCA values summed over frames
         self.ts = TimeSeries(ts_points)
         self.buffers = SpectrumBuffers()
+        self._layout: tuple = (None, None)   # (key, RoiLayout) of the last block's ROIs
+        self._run_ticks = 0.0                # TIME ticks of the run's frames read so far
+        self._scratches: dict = {}           # _scratch arrays by (name, shape, dtype)
 
     # ---- called from the event loop -------------------------------------------------
     def begin(self, driver, plan: RunPlan) -> None:
@@ -335,6 +375,7 @@ class Readout(threading.Thread):
         last_post = 0.0
         latest: Optional[FrameBlock] = None
         shape = block_shape(plan.channels, plan.num_bins)
+        self._run_ticks = 0.0
         with self.lock:
             if self.sums is None or self.sums.shape != (plan.channels, plan.full_bins):
                 self.sums = np.zeros((plan.channels, plan.full_bins), dtype=np.uint64)
@@ -362,7 +403,6 @@ class Readout(threading.Thread):
                     outcome, message = Outcome.ERROR, str(ex)
                     break
                 read += n
-                self._account(plan, block)
                 self._deliver(driver, plan, block, read)
                 latest = block
                 now = time.monotonic()
@@ -395,7 +435,7 @@ class Readout(threading.Thread):
                     break
             time.sleep(self.poll_s)
         if latest is not None:
-            self._publish(self._summary(plan, latest, read, acquired))
+            self._publish(self._summary(plan, latest, read, acquired, final=True))
         for consumer in self.consumers:
             for reason, frames in consumer.losses().items():
                 lost[f"{consumer.name}: {reason}"] = frames
@@ -409,34 +449,93 @@ class Readout(threading.Thread):
             return False
 
     def _read_block(self, driver, plan: RunPlan, first: int, n: int, shape: tuple) -> FrameBlock:
-        spectra = self.buffers.take(n, shape)
+        """Read n frames from `first` and account them (_account), chunk by chunk: each
+        chunk is summed and its ROI statistics taken right after it is read, while it
+        is still in the core's cache (read whole, an 8 MiB block had left the cache
+        before the sums and ROI passes came back to it)."""
+        raw = self.buffers.take(n, shape)
         scalers = np.empty((n, plan.channels, NUM_SCALERS), dtype=np.uint32)
-        driver.read_spectra(spectra, first, first_bin=plan.first_bin)
         driver.read_scalers(scalers, first)
+        factor, percent = deadtime(scalers, plan.event_width)
+        spectra = np.empty(raw.shape) if plan.dtc else raw
+
+        def fill(part: slice) -> None:
+            driver.read_spectra(raw[part], first + part.start, first_bin=plan.first_bin)
+            if plan.dtc:
+                np.multiply(raw[part], factor[part, :, None], out=spectra[part])
+
+        block = FrameBlock(first_frame=plan.first_frame_number + first, spectra=spectra,
+                           scalers=scalers, dtfactor=factor, dtpercent=percent)
+        self._account(plan, block, fill)
         if plan.circular:
             driver.ack(first, n)
-        factor, percent = deadtime(scalers, plan.event_width)
-        if plan.dtc:
-            spectra = spectra * factor[:, :, None]
-        return FrameBlock(first_frame=plan.first_frame_number + first, spectra=spectra,
-                          scalers=scalers, dtfactor=factor, dtpercent=percent)
+        return block
 
-    def _account(self, plan: RunPlan, block: FrameBlock) -> None:
-        """Running sums and ROI time series over the whole block."""
+    def _scratch(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """A zeroed array kept from block to block (no fresh buffer per block)."""
+        key = (name, shape, np.dtype(dtype))
+        arr = self._scratches.get(key)
+        if arr is None:
+            arr = self._scratches[key] = np.zeros(shape, dtype=dtype)
+        else:
+            arr.fill(0)
+        return arr
+
+    def _account(self, plan: RunPlan, block: FrameBlock,
+                 fill: Optional[Callable[[slice], None]] = None) -> None:
+        """Running sums, SCA sums and the time series of a block, CHUNK_BYTES of frames
+        at a time; `fill(part)` first puts frames `part` into block.spectra (the read)."""
+        n = block.count
         lo, hi = plan.first_bin, plan.first_bin + plan.num_bins
+        step = max(1, CHUNK_BYTES // max(1, block.spectra[0].nbytes))
+        # each frame's end in seconds since the run started, from the TIME scalers
+        ticks = np.cumsum(block.scalers[:, 0, TIME], dtype=np.float64)
+        ticks += self._run_ticks
+        self._run_ticks = float(ticks[-1])
         with self.lock:
-            if block.spectra.dtype == np.uint32:
+            integer = block.spectra.dtype == np.uint32
+            if integer:
                 # A bin's sum over the block is at most the channel's histogrammed events
                 # (ALL_GOOD); when those fit in 32 bits the 3x faster uint32 sum is exact.
                 events = block.scalers[:, :, ALL_GOOD].sum(axis=0, dtype=np.uint64).max()
                 wide = np.uint64 if events >= 2**32 else np.uint32
-                self.sums[:, lo:hi] += block.spectra.sum(axis=0, dtype=wide)
+                total = self._scratch("total", block.spectra.shape[1:], wide)
+                part_sum = self._scratch("part", block.spectra.shape[1:], wide)
+            recording = self.ts.acquiring
+            if recording:
+                layout = self.roi_layout(plan)
+                stats = np.empty((n, len(layout.keys), NUM_STATS))
+            for start in range(0, n, step):
+                part = slice(start, min(start + step, n))
+                if fill is not None:
+                    fill(part)
+                frames = block.spectra[part]
+                if integer:
+                    np.sum(frames, axis=0, dtype=wide, out=part_sum)
+                    total += part_sum
+                if recording:
+                    block_stats(layout, frames, stats[part])
+            if integer:
+                self.sums[:, lo:hi] += total
             else:
+                # float (deadtime-corrected) frames: one sum over the block, the same
+                # additions in the same order as ever
                 self.sums[:, lo:hi] += np.rint(block.spectra.sum(axis=0)).astype(np.uint64)
             sca = sca_values(block.scalers, block.dtfactor, block.dtpercent, plan.event_width)
             self.sca_sums += sca.sum(axis=0)
-            if self.ts.acquiring:
-                self.ts.append(roi_totals(self.rois, block.spectra, plan.first_bin), sca)
+            if recording:
+                self.ts.append(layout.keys, stats, sca, ticks / TICKS_PER_SECOND)
+
+    def roi_layout(self, plan: RunPlan) -> RoiLayout:
+        """The layout of the ROI table in force over this run's blocks (made again only
+        when the table, which is replaced whole on every change, or the run's shape changes)."""
+        table = self.rois
+        key = (plan.channels, plan.first_bin, plan.num_bins, plan.full_bins)
+        held, layout = self._layout
+        if held is None or held[0] is not table or held[1:] != key:
+            layout = RoiLayout.of(table, *key)
+            self._layout = ((table,) + key, layout)
+        return layout
 
     def _deliver(self, driver, plan: RunPlan, block: FrameBlock, read: int) -> None:
         for consumer in self.consumers:
@@ -463,7 +562,8 @@ class Readout(threading.Thread):
                     log.warning("%d frames not delivered to %s: %s", block.count, consumer.name, reason)
                     break
 
-    def _summary(self, plan: RunPlan, block: FrameBlock, read: int, acquired: int) -> FrameSummary:
+    def _summary(self, plan: RunPlan, block: FrameBlock, read: int, acquired: int,
+                 final: bool = False) -> FrameSummary:
         last = block.spectra[-1]
         spectra = np.zeros((plan.channels, plan.full_bins))
         spectra[:, plan.first_bin:plan.first_bin + plan.num_bins] = last
@@ -472,7 +572,9 @@ class Readout(threading.Thread):
             sums = self.sums.astype(np.float64)
             sca_sums = self.sca_sums.copy()
             ts_point = self.ts.current
+        # from the recorded bins, as the time series: the same code gives the same values
+        rois = roi_stats(self.rois, last, plan.first_bin, plan.full_bins)
         return FrameSummary(run_id=plan.run_id, frames_read=read, frames_acquired=acquired,
                             frame_number=block.first_frame + block.count,
-                            spectra=spectra, sca=sca, rois=roi_stats(self.rois, spectra),
-                            sums=sums, sca_sums=sca_sums, ts_point=ts_point)
+                            spectra=spectra, sca=sca, rois=rois,
+                            sums=sums, sca_sums=sca_sums, ts_point=ts_point, final=final)

@@ -413,6 +413,8 @@ class IocBase(Xsp3Group):
             files.enabled = value == DisableEnable.ENABLE
         elif attr == "num_capture":
             files.num_capture = int(value)
+        elif attr == "array_counter":    # the writer's count goes on from here (readout)
+            self.controller.publisher.set_file_counter(int(value))
         return value
 
     async def check_file_path(self, path: str) -> None:

@@ -58,6 +58,12 @@ class RecordingPublisher:
     async def zero_counters(self, spectra):
         self.calls.append(("zero", spectra))
 
+    async def plugins_erased(self):
+        self.calls.append(("plugins_erased",))
+
+    async def plugins_idle(self):
+        self.calls.append(("plugins_idle",))
+
     async def detector_changed(self, driver):
         self.calls.append(("detector", driver))
 
@@ -235,7 +241,10 @@ def test_rois_and_time_series_follow_the_run(xsp3, sim_library):
     assert summary.rois[1, 2, 0] == pytest.approx(summary.spectra[1].sum())
     view = pub.time_series[-1]
     assert view.current == 8 and not view.acquiring
-    assert np.array_equal(view.totals[(1, 2)].shape, (8,))
+    assert view.rois[(1, 2)].shape == (8, 5) and view.times.shape == (8,)
+    # the newest frame's statistics are the time series' last point, value by value
+    assert np.array_equal(view.rois[(1, 2)][-1], summary.rois[1, 2])
+    assert (np.diff(view.times) > 0).all()
     with pytest.raises(Rejected):
         c.ts_control(TsAction.START)
         c.set_ts_points(10)

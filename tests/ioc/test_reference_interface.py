@@ -195,16 +195,18 @@ def test_plugin_counters_enable_and_roi_selection_follow_acquisitions(fresh_ioc)
     assert len(spectrum) == 4096 and spectrum.sum() > 0
 
     # EnableCallbacks Disable: the plugin stops counting and MCA1:ArrayData stops updating
-    ioc.put("det1:ERASE", 1)
+    ioc.put("det1:ERASE", 1)                        # also resets every plugin's counters
     assert ioc.get("MCA1:ArrayData").sum() == 0
+    assert ioc.get("MCA1:ArrayCounter_RBV") == 0 and ioc.get("MCA1:ArrayCounter") == 0
     ioc.put("MCA1:EnableCallbacks", "Disable")
     assert ioc.get("MCA1:EnableCallbacks_RBV") == "Disable"
     _acquire(ioc, 10, 0.02)
-    assert ioc.get("MCA1:ArrayCounter_RBV") == 40
+    assert ioc.get("MCA1:ArrayCounter_RBV") == 0
     assert ioc.get("MCA1:ArrayData").sum() == 0
     assert ioc.get("MCA2:ArrayData").sum() > 0      # other channels' plugins still work
-    assert ioc.get("MCA2:ArrayCounter_RBV") == 50
+    assert ioc.get("MCA2:ArrayCounter_RBV") == 10
     ioc.put("MCA1:EnableCallbacks", "Enable")
+    ioc.put("MCA1:ArrayCounter", 40)                # a write sets the count it goes on from
 
     # ROI1:MinX/SizeX select the bins MCA1:ArrayData shows
     ioc.put("ROI1:MinX", 100)

@@ -10,11 +10,13 @@ from test_rois_scas import receive_run
 from xspress3.ioc.readout import TimeSeries
 
 
-def _frames(first: int, n: int, channels: int = 2) -> tuple[dict, np.ndarray]:
-    """n frames whose values are their frame numbers (ROI 0 of channel 0, and every SCA)."""
+def _frames(first: int, n: int, channels: int = 2) -> tuple:
+    """n frames whose values are their frame numbers (every statistic of ROI 0 of
+    channel 0, every SCA and the time stamp): the arguments of TimeSeries.append."""
     numbers = np.arange(first, first + n, dtype=float)
     sca = np.repeat(numbers[:, None, None], channels * 11, axis=1).reshape(n, channels, 11)
-    return {(0, 0): numbers}, sca
+    stats = np.repeat(numbers[:, None, None], 5, axis=2)
+    return ((0, 0),), stats, sca, numbers
 
 
 @pytest.mark.parametrize("blocks", [[3, 3, 3], [1] * 9, [9], [4, 5]])
@@ -25,7 +27,7 @@ def test_fixed_length_stops_when_full(blocks):
         ts.append(*_frames(first, n))
         first += n
     assert ts.current == 5 and not ts.acquiring
-    np.testing.assert_array_equal(ts.ordered(ts.data[(0, 0)]), [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(ts.ordered(ts.roi((0, 0)))[:, 0], [0, 1, 2, 3, 4])
     np.testing.assert_array_equal(ts.ordered(ts.sca)[:, 1, 7], [0, 1, 2, 3, 4])
 
 
@@ -37,16 +39,16 @@ def test_circular_keeps_the_newest_frames_in_order(blocks):
         ts.append(*_frames(first, n))
         first += n
     assert ts.current == 5 and ts.acquiring and ts.written == 9
-    np.testing.assert_array_equal(ts.ordered(ts.data[(0, 0)]), [4, 5, 6, 7, 8])
+    np.testing.assert_array_equal(ts.ordered(ts.roi((0, 0)))[:, 0], [4, 5, 6, 7, 8])
     np.testing.assert_array_equal(ts.ordered(ts.sca)[:, 0, 10], [4, 5, 6, 7, 8])
 
 
 def test_circular_before_it_wraps_and_after_erase():
     ts = TimeSeries(points=5, acquiring=True, circular=True)
     ts.append(*_frames(0, 3))
-    np.testing.assert_array_equal(ts.ordered(ts.data[(0, 0)]), [0, 1, 2])
+    np.testing.assert_array_equal(ts.ordered(ts.roi((0, 0)))[:, 0], [0, 1, 2])
     ts.erase()
-    assert ts.current == 0 and ts.sca is None and not ts.data
+    assert ts.current == 0 and ts.sca is None and ts.times is None and not ts.columns
 
 
 def test_runs_record_from_empty_unless_a_user_started_the_series():
@@ -65,7 +67,7 @@ def test_runs_record_from_empty_unless_a_user_started_the_series():
     ts.append(*_frames(5, 1))
     ts.run_ended()
     assert ts.acquiring and ts.current == 3
-    np.testing.assert_array_equal(ts.ordered(ts.data[(0, 0)]), [3, 4, 5])
+    np.testing.assert_array_equal(ts.ordered(ts.roi((0, 0)))[:, 0], [3, 4, 5])
     ts.control("Stop")
     assert not ts.acquiring
     ts.control("Erase/Start")
