@@ -227,6 +227,7 @@ class Profiler:
     """py-spy sampling one process (no pause of the target: --nonblocking)."""
 
     RATE_HZ = 250
+    MIN_LIFETIME_S = 4.0
 
     def __init__(self, pid: int, out: Path):
         self.out = out
@@ -234,9 +235,15 @@ class Profiler:
             ["py-spy", "record", "--pid", str(pid), "--rate", str(self.RATE_HZ), "--nonblocking",
              "--threads", "--full-filenames", "--format", "raw", "--output", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.started = time.monotonic()
 
     def stop(self) -> dict:
         """{tid: (thread name, Counter of stack -> samples)} of the active samples."""
+        # Interrupted before it has attached, py-spy writes no profile at all, and on a
+        # loaded machine attaching takes a second or more (its "Sampling" line only
+        # comes out at exit, so there is nothing to wait for). Samples after the run are
+        # idle and not recorded, so a short run just waits here.
+        time.sleep(max(0.0, self.started + self.MIN_LIFETIME_S - time.monotonic()))
         if self.proc.poll() is None:
             self.proc.send_signal(2)    # SIGINT: py-spy writes its output and exits
         try:
