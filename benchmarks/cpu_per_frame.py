@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import re
 import shutil
 import statistics
@@ -228,6 +227,7 @@ class Profiler:
     """py-spy sampling one process (no pause of the target: --nonblocking)."""
 
     RATE_HZ = 250
+    MIN_LIFETIME_S = 4.0
 
     def __init__(self, pid: int, out: Path):
         self.out = out
@@ -235,9 +235,15 @@ class Profiler:
             ["py-spy", "record", "--pid", str(pid), "--rate", str(self.RATE_HZ), "--nonblocking",
              "--threads", "--full-filenames", "--format", "raw", "--output", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.started = time.monotonic()
 
     def stop(self) -> dict:
         """{tid: (thread name, Counter of stack -> samples)} of the active samples."""
+        # Interrupted before it has attached, py-spy writes no profile at all, and on a
+        # loaded machine attaching takes a second or more (its "Sampling" line only
+        # comes out at exit, so there is nothing to wait for). Samples after the run are
+        # idle and not recorded, so a short run just waits here.
+        time.sleep(max(0.0, self.started + self.MIN_LIFETIME_S - time.monotonic()))
         if self.proc.poll() is None:
             self.proc.send_signal(2)    # SIGINT: py-spy writes its output and exits
         try:
@@ -491,7 +497,11 @@ def table(r: dict, min_us: float = 0.3) -> str:
         f"{'row':50s} {'us/frame':>9s} {'ratio':>12s} {'us/frame':>9s} {'ratio':>12s}",
     ]
     for key, label in FLOOR_ROWS:
-        lines.append(f"{label:50s} {_us(r['floors'].get(key)):>9s}")
+        spread = ""
+        values = [f[key] for f in r.get("floor_rounds", []) if f.get(key) is not None]
+        if len(values) > 1:
+            spread = f"({min(values):.1f}-{max(values):.1f})"
+        lines.append(f"{label:50s} {_us(r['floors'].get(key)):>9s} {spread:>12s}")
     floors = r["floors"]
     for who, title in (("ioc", "IOC"), ("receiver", "xspress3-receive")):
         cells = []
@@ -505,6 +515,10 @@ def table(r: dict, min_us: float = 0.3) -> str:
             ratio = "" if not floor else f"{run['us'][who] / floor:.1f}x {'copy' if key == 'copy' else 'floor'}"
             cells.append(f"{run['us'][who]:9.1f} {ratio:>12s}")
         lines.append(f"{title + ', user + system':50s} " + " ".join(cells))
+        if c["rounds"] > 1:
+            lines.append(f"{'  (every round: lowest-highest)':50s} " + " ".join(
+                f"{min(x['us'][who] for x in r['rounds'][comp]):9.1f}-{max(x['us'][who] for x in r['rounds'][comp]):<12.1f}"
+                if comp in r["rounds"] else f"{'':22s}" for comp in COMPRESSIONS))
         stage_rows: dict = defaultdict(dict)
         threads_of: dict = defaultdict(Counter)
         for comp in COMPRESSIONS:
@@ -590,13 +604,7 @@ def main(argv=None) -> int:
     try:
         log("frames from the simulator")
         pool = make_pool(work / "pool.npz", EXPOSURE_S)
-        floor_rounds = []
-        for k in range(rounds):
-            log(f"floors ({k + 1}/{rounds})")
-            floor_rounds.append(measure_floors(work, pool, frames))
-        r["floors"] = {key: (None if any(f[key] is None for f in floor_rounds)
-                             else statistics.median(f[key] for f in floor_rounds)) for key in floor_rounds[0]}
-        r["floor_rounds"] = floor_rounds
+        floor_rounds: list = []
         log("IOC starting, 8 ROIs per channel, time series, 10 Hz display")
         ioc = start_ioc(work, frames_memory=max(frames, 16384))
         configure_ioc(ioc)
@@ -607,12 +615,16 @@ def main(argv=None) -> int:
             receiver = Receiver.connected(ioc, output=out, compression=comp)
             try:
                 series = 1
-                log(f"{comp}: warm-up run of {min(frames, 20_000)} frames")
-                run_once(ioc, receiver, series, min(frames, 20_000), None)
+                warm = min(frames, 10_000 if args.quick else 20_000)
+                log(f"{comp}: warm-up run of {warm} frames")
+                run_once(ioc, receiver, series, warm, None)
                 runs = []
                 for k in range(rounds):
                     series += 1
-                    log(f"{comp}: run {k + 1}/{rounds}, {frames} frames")
+                    # floors right before each round: the page cache and the machine's load
+                    # then are the run's (tofile's cost swings 2x with them)
+                    log(f"{comp}: floors, then run {k + 1}/{rounds}, {frames} frames")
+                    floor_rounds.append(measure_floors(work, pool, frames))
                     runs.append(run_once(ioc, receiver, series, frames, None))
                     for f in out.glob("*.h5"):
                         f.unlink()
@@ -641,6 +653,9 @@ def main(argv=None) -> int:
         if ioc is not None:
             ioc.stop()
         shutil.rmtree(work, ignore_errors=True)
+    r["floor_rounds"] = floor_rounds
+    r["floors"] = {key: (None if any(f[key] is None for f in floor_rounds)
+                         else statistics.median(f[key] for f in floor_rounds)) for key in floor_rounds[0]}
     # stage keys back to (thread, stage) for the table
     for comp, procs in r["stages"].items():
         for who, rows in procs.items():
