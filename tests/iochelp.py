@@ -290,6 +290,18 @@ class IocProcess:
         thread.start()
         return thread
 
+    def capture_run(self, frames: int) -> str:
+        """Capture one run of `frames` frames into one file with the current HDF1
+        settings, as a user does (Capture, then Acquire with callback); returns the
+        file's name once the capture is Done."""
+        self.put("HDF1:NumCapture", frames)
+        self.put("det1:NumImages", frames)
+        self.put("HDF1:Capture", 1, wait=False)
+        self.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=10)
+        self.put("det1:Acquire", 1, wait=True, timeout=30)
+        self.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
+        return self.get("HDF1:FullFileName_RBV")
+
     def wait_for(self, suffix: str, predicate, timeout: float = 30.0, interval: float = 0.05):
         deadline = time.monotonic() + timeout
         value = None

@@ -164,13 +164,7 @@ def test_missing_directory_and_existing_file(ioc, tmp_path):
     assert (tmp_path / "taken_000001.h5").read_bytes() == b"already here"
     ioc.put("HDF1:CreateDirectory", -1)
     ioc.put("HDF1:FilePath", str(tmp_path / "made" / "here"))
-    ioc.put("HDF1:NumCapture", 2)
-    ioc.put("det1:NumImages", 2)
-    ioc.put("HDF1:Capture", 1, wait=False)
-    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=10)
-    ioc.put("det1:Acquire", 1, wait=True, timeout=30)
-    ioc.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
-    assert os.path.exists(ioc.get("HDF1:FullFileName_RBV"))
+    assert os.path.exists(ioc.capture_run(2))
 
 
 def test_deadtime_corrected_capture_is_float64(ioc, tmp_path):

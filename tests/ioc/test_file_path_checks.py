@@ -80,14 +80,8 @@ def test_capture_writes_under_the_root_and_a_template_cannot_leave_it(rooted):
     assert "puts the file outside FilePath" in rooted.get("HDF1:WriteMessage")
     assert not (base / "kept_1.h5").exists()
     rooted.put("HDF1:FileTemplate", "%s%s_%6.6d.h5")
-    rooted.put("HDF1:NumCapture", 2)
-    rooted.put("det1:NumImages", 2)
-    rooted.put("HDF1:Capture", 1, wait=False)
-    rooted.wait_for("HDF1:Capture_RBV", lambda v: v == "Capturing", timeout=10)
-    rooted.put("det1:Acquire", 1, wait=True, timeout=30)
-    rooted.wait_for("HDF1:Capture_RBV", lambda v: v == "Done", timeout=20)
     path = base / "data" / "run" / "kept_000001.h5"
-    assert rooted.get("HDF1:FullFileName_RBV") == str(path)
+    assert rooted.capture_run(2) == str(path)
     with h5py.File(path, "r") as f:
         assert f["/entry/instrument/detector/data"].shape[0] == 2
     assert rooted.get("HDF1:NumCaptured_RBV") == 2 and rooted.get("HDF1:FramesDropped_RBV") == 0
