@@ -300,7 +300,7 @@ def _plugin_pvs() -> dict:
                                     strings=enums.READ_FILE_RBV)
     pvs[_attr("FileFormat_RBV")] = ro("FileFormat_RBV", "HDF5", "HDF5 is the only format "
                                       "(constant).", strings=enums.FILE_FORMAT_RBV)
-    for name in ("DroppedArrays", "DisorderedArrays", "DroppedOutputArrays"):
+    for name in ("DisorderedArrays", "DroppedOutputArrays"):
         pvs.update(writable(name, 0, "Not maintained (always 0); FramesDropped_RBV counts "
                             "frames the writer could not write.", dtype=int))
     pvs.update(writable("MinCallbackTime", 0.0, "Every frame is written (no-op).", dtype=float,

@@ -98,6 +98,9 @@ def _ns() -> dict:
     ns.update(setting("array_counter", "ArrayCounter", 0, dtype=int, lower_ctrl_limit=0,
                       upper_ctrl_limit=INT32_MAX, persist=False,
                       doc="Frames the file writer wrote while capturing; a write sets the count."))
+    ns.update(setting("dropped_arrays", "DroppedArrays", 0, dtype=int, lower_ctrl_limit=0,
+                      upper_ctrl_limit=INT32_MAX, persist=False,
+                      doc="Frames not written, summed over captures; a write sets the count."))
     ns.update(setting("xml_file_name", "XMLFileName", "", dtype=ChannelType.CHAR, persist=False,
                       length=XML_NAME_LENGTH,
                       doc="Accepted (no-op): the layout is fixed (see db_docs/hdf5-layout.md)."))

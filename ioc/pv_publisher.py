@@ -45,6 +45,7 @@ class PvPublisher:
         self.ioc = ioc
         #: HDF1:'s NDPluginBase counters: the frames the file writer wrote while capturing
         self.file_stats = PluginStats()
+        self._capture_dropped = 0   # FramesDropped_RBV of the current capture, as last shown
 
     # ---- single values -----------------------------------------------------------------
     async def publish(self, key: Out, value: Any) -> None:
@@ -79,6 +80,7 @@ class PvPublisher:
         elif key is Out.CAPTURING:
             if value:
                 self.file_stats.run_started()     # each file counts its frames from 0
+                self._capture_dropped = 0
             await _command_and_readback(hdf.capture, enums.CAPTURE, hdf.capture_rbv,
                                         enums.CAPTURE_RBV, bool(value))
         elif key is Out.FILE_WRITING:
@@ -96,6 +98,9 @@ class PvPublisher:
             await hdf.num_captured.write(written)
             await hdf.frames_dropped.write(dropped)
             self.file_stats.handled(written)
+            # DroppedArrays_RBV sums the captures' FramesDropped_RBV until ERASE or a write
+            self.file_stats.drop(dropped - self._capture_dropped)
+            self._capture_dropped = max(self._capture_dropped, dropped)
             await self._post_file_counters()
         elif key is Out.WRITE_STATUS:
             ok, message = value
@@ -110,10 +115,16 @@ class PvPublisher:
             await hdf.array_counter_rbv.write(s.counter)
         if hdf.ad_arrayrate_rbv.value != s.rate:
             await hdf.ad_arrayrate_rbv.write(s.rate)
+        if hdf.dropped_arrays_rbv.value != s.dropped:
+            await hdf.dropped_arrays_rbv.write(s.dropped)
 
     def set_file_counter(self, value: int) -> None:
         """HDF1:ArrayCounter: the file writer's count goes on from `value`."""
         self.file_stats.counter = int(value)
+
+    def set_file_dropped(self, value: int) -> None:
+        """HDF1:DroppedArrays: the writer's dropped count goes on from `value`."""
+        self.file_stats.dropped = int(value)
 
     async def plugins_erased(self) -> None:
         for ch in self.ioc.channels:
@@ -121,6 +132,7 @@ class PvPublisher:
                 await plugin.reset_counters()
         self.file_stats.reset()
         await self.ioc.hdf.array_counter.write(0, verify_value=False)
+        await self.ioc.hdf.dropped_arrays.write(0, verify_value=False)
         await self._post_file_counters()
 
     async def plugins_idle(self) -> None:

@@ -415,6 +415,8 @@ class IocBase(Xsp3Group):
             files.num_capture = int(value)
         elif attr == "array_counter":    # the writer's count goes on from here (readout)
             self.controller.publisher.set_file_counter(int(value))
+        elif attr == "dropped_arrays":
+            self.controller.publisher.set_file_dropped(int(value))
         return value
 
     async def check_file_path(self, path: str) -> None:

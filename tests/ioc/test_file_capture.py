@@ -126,6 +126,7 @@ def test_open_failure_reports_the_os_error_and_counts_every_frame_not_written(io
     """The directory goes away between Capture=1 and the run: the open fails with the
     system's reason, NumCaptured_RBV is 0 for this capture (not the previous file's
     count) and FramesDropped_RBV counts all 7 frames of the run."""
+    dropped_before = ioc.get("HDF1:DroppedArrays_RBV")
     ioc.put("HDF1:NumCapture", 3)
     ioc.put("det1:NumImages", 3)
     arm_capture(ioc, tmp_path, "before")
@@ -146,6 +147,10 @@ def test_open_failure_reports_the_os_error_and_counts_every_frame_not_written(io
     assert message.endswith(os.strerror(2)) and "disk" not in message, message
     ioc.wait_for("HDF1:FramesDropped_RBV", lambda v: v == 7, timeout=10)
     assert ioc.get("HDF1:NumCaptured_RBV") == 0
+    # the plugin's count sums captures until it is written or ERASEd
+    assert ioc.get("HDF1:DroppedArrays_RBV") == dropped_before + 7
+    ioc.put("det1:ERASE", 1)
+    ioc.wait_for("HDF1:DroppedArrays_RBV", lambda v: v == 0, timeout=10)
     assert not doomed.exists()
 
 
