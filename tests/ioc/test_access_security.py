@@ -16,7 +16,7 @@ from xspress3.ioc.access_security import (FIELD_LEVEL, VALUE_LEVEL, AcfError, gu
 
 ACF = """
 # operators may write; everyone else may only read
-UAG(ops) { alice, "bob" }
+UAG(ops) { operator1, "operator2" }
 HAG(consoles) { WS1, ws2 }
 ASG(DEFAULT) {
     RULE(1, READ)
@@ -33,15 +33,15 @@ R, RW, NONE = AccessRights.READ, AccessRights.READ | AccessRights.WRITE, AccessR
 
 def test_rules_grant_by_user_host_and_level():
     policy = parse_acf(ACF)
-    assert policy.rights("DEFAULT", VALUE_LEVEL, "ws1", "alice") == RW
-    assert policy.rights("DEFAULT", VALUE_LEVEL, "Ws2", "bob") == RW   # hosts ignore case
+    assert policy.rights("DEFAULT", VALUE_LEVEL, "ws1", "operator1") == RW
+    assert policy.rights("DEFAULT", VALUE_LEVEL, "Ws2", "operator2") == RW   # hosts ignore case
     assert policy.rights("DEFAULT", VALUE_LEVEL, "ws1", "carol") == R  # user not in ops
-    assert policy.rights("DEFAULT", VALUE_LEVEL, "elsewhere", "alice") == R  # host not in consoles
-    assert policy.rights("DEFAULT", FIELD_LEVEL, "ws1", "alice") == RW
+    assert policy.rights("DEFAULT", VALUE_LEVEL, "elsewhere", "operator1") == R  # host not in consoles
+    assert policy.rights("DEFAULT", FIELD_LEVEL, "ws1", "operator1") == RW
     # LOCKED: level-0 rule covers values only; record fields get nothing
-    assert policy.rights("LOCKED", VALUE_LEVEL, "ws1", "alice") == R
-    assert policy.rights("LOCKED", FIELD_LEVEL, "ws1", "alice") == NONE
-    assert policy.rights("UNKNOWN", VALUE_LEVEL, "ws1", "alice") == NONE
+    assert policy.rights("LOCKED", VALUE_LEVEL, "ws1", "operator1") == R
+    assert policy.rights("LOCKED", FIELD_LEVEL, "ws1", "operator1") == NONE
+    assert policy.rights("UNKNOWN", VALUE_LEVEL, "ws1", "operator1") == NONE
 
 
 def test_patterns_assign_groups_first_match_wins():
@@ -61,8 +61,8 @@ def test_guard_applies_field_level_to_record_fields():
     value, desc = Entry(), Entry()
     guard(policy, value, "P:det1:AcquireTime", "P:")
     guard(policy, desc, "P:det1:AcquireTime.DESC", "P:")
-    assert value.check_access("ws1", "alice") == R
-    assert desc.check_access("ws1", "alice") == NONE
+    assert value.check_access("ws1", "operator1") == R
+    assert desc.check_access("ws1", "operator1") == NONE
 
 
 @pytest.mark.parametrize("text, line, words", [
