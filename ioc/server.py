@@ -109,11 +109,7 @@ class IocBase(Xsp3Group):
             await self.det.monitor_endpoint.write(self.options.monitor)
         await self.describe_detector()
         await self.settings.restore()
-        try:   # the default or restored FilePath, as a put of it would show it
-            await self.check_file_path(self.hdf.file_path_rbv.value)
-        except PutRejected as ex:
-            await self.hdf.file_path_exists.write(enums.NO_YES[0])
-            log.warning("HDF1:FilePath %s: %s", self.hdf.file_path_rbv.value, ex)
+        await self.check_start_file_path()
         if self.driver is not None:
             await self.status("Idle", State.IDLE)
         else:
@@ -418,6 +414,30 @@ class IocBase(Xsp3Group):
         elif attr == "dropped_arrays":
             self.controller.publisher.set_file_dropped(int(value))
         return value
+
+    async def check_start_file_path(self) -> None:
+        """The default or restored FilePath, checked as a put of it would be. One outside
+        --data-root (the default /tmp/, or a path saved before the root was set) is
+        replaced by the data root itself, so that Capture works from the start."""
+        path = self.hdf.file_path_rbv.value
+        try:
+            await self.check_file_path(path)
+            return
+        except PutRejected as ex:
+            log.warning("HDF1:FilePath %s: %s", path, ex)
+        root = self.options.data_root
+        if root is None:
+            await self.hdf.file_path_exists.write(enums.NO_YES[0])
+            return
+        root = os.path.join(root, "")
+        log.warning("HDF1:FilePath set to the data root %s", root)
+        await self.hdf.file_path.write(root, verify_value=False)
+        await self.hdf.file_path_rbv.write(root)
+        try:
+            await self.check_file_path(root)
+        except PutRejected as ex:
+            await self.hdf.file_path_exists.write(enums.NO_YES[0])
+            log.warning("HDF1:FilePath %s: %s", root, ex)
 
     async def check_file_path(self, path: str) -> None:
         """Refuse a FilePath outside the data root; FilePathExists_RBV: can a file be made there."""

@@ -37,6 +37,16 @@ def put_text(ioc, suffix, raw: bytes):
                     data_type=ChannelType.CHAR)
 
 
+def test_the_default_file_path_outside_the_root_becomes_the_root(rooted):
+    """First in this file: the IOC just started. Its default FilePath (/tmp/) lies
+    outside the data root, so it starts at the root instead, ready to capture."""
+    root = str(rooted.base / "data") + "/"
+    assert rooted.get("HDF1:FilePath_RBV") == root
+    assert rooted.get("HDF1:FilePath") == root
+    assert rooted.get("HDF1:FilePathExists_RBV") == "Yes"
+    assert "HDF1:FilePath set to the data root" in rooted.output()
+
+
 @pytest.mark.parametrize("raw, words", [
     (b"../../name\0", "holds '/'"), (b"sub/name\0", "holds '/'"),
     (b"ab\0cd\0", "NUL character followed by more text"), (b"x" * 256, "longer than 255 bytes"),
