@@ -181,7 +181,13 @@ class StreamSender:
         end_timeout: float = 10.0,
         keys=None,
     ) -> None:
-        """``send_timeout_s``: how long one message may wait for a connected but stalled
+        """``endpoint``: any zmq endpoint to bind. For a receiver on the IOC's own host,
+        ``ipc://PATH`` (a Unix socket) costs the IOC 5-30 % less CPU per frame than
+        TCP over loopback (64 KiB frames in 128-frame blocks, five interleaved pairs of
+        runs of the sender process: 12.6-15.8 against 14.7-22.5 us/frame), as the
+        kernel skips the TCP/IP path; the frames are copied into the kernel once
+        either way, and that copy is about half of what sending costs.
+        ``send_timeout_s``: how long one message may wait for a connected but stalled
         receiver before it is counted lost; None waits as long as a receiver is connected.
         ``sndhwm``: messages zmq may hold beyond our own queue. A few keep the socket
         busy; each is a whole block (up to 8 MiB), so 16 instead of 4 only added

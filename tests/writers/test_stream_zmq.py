@@ -278,3 +278,35 @@ def test_receiver_reconnects_when_the_sender_restarts():
             second.close()
     assert result[0].series_id == "after_restart" and result[-1] == end
     assert end.frames_sent == 3
+
+
+def test_a_same_host_receiver_may_use_ipc(tmp_path):
+    """ipc:// (a Unix socket) serves a receiver on the IOC's host: every frame arrives with
+    equal values, the session (hello, acks, sync, end) works without a peer address, and a
+    receiver that leaves is noticed (its file descriptor, as over TCP)."""
+    path = tmp_path / "stream.sock"
+    assert len(str(path)) < 100, "Unix socket paths are limited to ~107 bytes"
+    with stream.StreamSender(f"ipc://{path}", max_queued_frames=64) as sender:
+        assert sender.endpoint == f"ipc://{path}"
+        receiver = stream.StreamReceiver(sender.endpoint, name="local")
+        assert sender.wait_for_receivers(1, timeout=10)
+        reader = Reader(receiver)
+        start = make_start("over_ipc", channels=2, bins=32)
+        sender.begin_series(start)
+        sent = [block_values(i * 5, 5, channels=2, bins=32) for i in range(20)]
+        for block in sent:
+            assert sender.offer(block, timeout=10)
+        end = sender.end_series(timeout=10)
+        got = reader.join()
+        assert (end.frames_sent, end.frames_lost) == (100, 0)
+        assert got[0] == start and got[-1] == end
+        frames = [m for m in got if isinstance(m, wire.FrameBlock)]
+        assert [m.first_frame for m in frames] == [b.first_frame for b in sent]
+        for got_block, exp in zip(frames, sent):
+            for name in wire.ARRAY_PARTS:
+                np.testing.assert_array_equal(getattr(got_block, name), getattr(exp, name))
+        receiver.close()
+        deadline = time.monotonic() + 10
+        while sender.receivers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sender.receivers == 0, "the sender did not notice the receiver leave"
