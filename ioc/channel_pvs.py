@@ -277,12 +277,7 @@ async def _reset_all_put(group, instance, value):
 
 
 async def _ts_control_put(group, instance, value):
-    if value == enums.TsAction.ERASE:   # Erase: empty the series, recording goes on as it was
-        root = group.root
-        with root.readout.lock:
-            root.readout.ts.erase()
-        await root.time_series_read(instance, 0)
-        return value
+    # Erase empties the series and leaves recording as it was (readout.TimeSeries.control)
     return await root_of(group).ts_control(group, value)
 
 

@@ -155,6 +155,21 @@ def test_time_series_length_and_manual_control(ioc):
     assert ioc.get("MCA1ROI:TSCurrentPoint") == 5          # a run erases and starts it again
 
 
+def test_time_series_erase_empties_it_and_recording_goes_on_as_it_was(ioc):
+    ioc.put("MCA1ROI:1:Use", "Yes")
+    ioc.put("MCA1ROI:TSNumPoints", 16384)
+    ioc.put("MCA1ROI:TSControl", "Erase/Start")
+    acquire(ioc, 3)
+    assert ioc.get("MCA1ROI:TSCurrentPoint") == 3
+    ioc.put_checked("MCA1ROI:TSControl", "Erase")
+    assert ioc.get("MCA1ROI:TSCurrentPoint") == 0
+    assert ioc.get("MCA1ROI:TSAcquiring") == "Acquiring"   # still started by hand
+    acquire(ioc, 2)
+    assert ioc.get("MCA1ROI:TSCurrentPoint") == 2
+    assert len(ioc.get("MCA1ROI:1:TSTotal")) == 2
+    ioc.put("MCA1ROI:TSControl", "Stop")
+
+
 def test_window_readback_is_what_the_sdk_holds(ioc):
     ioc.put("det1:C4_SCA6_LLM", 10)
     ioc.put("det1:C4_SCA6_HLM", 20)
