@@ -20,7 +20,7 @@ import numpy as np
 import zmq
 
 from . import wire
-from .stream_keys import ClientKeys, ServerKeys, StreamKeyError, client_keys
+from .stream_keys import ClientKeys, ServerKeys, StreamKeyError, add_client_arguments, client_keys
 
 log = logging.getLogger(__name__)
 
@@ -300,11 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for a reply (default %(default)s)")
     p.add_argument("--count", type=int, default=0, help="stop after this many refreshes (0 = run until Ctrl-C)")
     p.add_argument("--plot", action="store_true", help="also plot the spectra (needs matplotlib)")
-    p.add_argument("--keys", metavar="DIR", default=None,
-                   help="CURVE key directory (server.key and the client's key_secret) when the IOC "
-                        "runs with --stream-keys")
-    p.add_argument("--key-name", default="client", metavar="NAME",
-                   help="which client key pair in --keys to use (default %(default)s)")
+    add_client_arguments(p)
     return p
 
 

@@ -29,7 +29,7 @@ import zmq
 from . import layout, stream, wire
 from .hdf5 import HDF5Writer
 from .stream import StreamReceiver, StreamRefused
-from .stream_keys import StreamKeyError, client_keys
+from .stream_keys import StreamKeyError, add_client_arguments, client_keys
 
 log = logging.getLogger(__name__)
 
@@ -262,11 +262,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="frame memory the IOC may fill here before it waits (credit), MiB (default %(default)g)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.add_argument("--log-level", default="WARNING", help="logging level (default %(default)s)")
-    p.add_argument("--keys", metavar="DIR", default=None,
-                   help="CURVE key directory (server.key and the client's key_secret) when the IOC "
-                        "runs with --stream-keys")
-    p.add_argument("--key-name", default="client", metavar="NAME",
-                   help="which client key pair in --keys to use (default %(default)s)")
+    add_client_arguments(p)
     return p
 
 
@@ -290,18 +286,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     # The writer thread wakes the loop when it flushed, so the acknowledgement leaves at once.
-    wake_r, wake_w = socket.socketpair()
-    wake_r.setblocking(False)
-    wake_w.setblocking(False)
-
-    def on_stored(frames: int) -> None:
-        try:
-            wake_w.send(b"x")
-        except BlockingIOError:
-            return   # a wake-up is pending already
-
+    waker = stream.Waker()
     session = Session(None if args.decode_only else args.output, args.compression, args.quiet,
-                      on_stored=on_stored)
+                      on_stored=lambda frames: waker.wake())
     sys.stderr.write(f"xspress3-receive: listening on {args.connect}\n")
     sys.stderr.flush()
     code = 0
@@ -309,32 +296,30 @@ def main(argv: Optional[list[str]] = None) -> int:
                         name=f"xspress3-receive {socket.gethostname()}:{os.getpid()}",
                         on_sync=lambda series_id: session.idle(), keys=keys) as receiver:
         try:
-            code = _receive_loop(receiver, session, stop, wake_r, args.max_series)
+            code = _receive_loop(receiver, session, stop, waker, args.max_series)
         except StreamRefused as exc:
             sys.stderr.write(f"xspress3-receive: {exc}\n")
             code = EXIT_REFUSED
         finally:
             session.close("interrupted" if stop.is_set() else "receiver stopped")
-            wake_r.close()
-            wake_w.close()
+            waker.close()
     if session.skipped_frames:
         sys.stderr.write(f"skipped {session.skipped_frames} frames that arrived without their start message\n")
     return code
 
 
 def _receive_loop(receiver: StreamReceiver, session: Session, stop: threading.Event,
-                  wake: socket.socket, max_series: int) -> int:
+                  waker: stream.Waker, max_series: int) -> int:
     """Receive, hand to the session and acknowledge until stopped or ``max_series`` done."""
     poller = zmq.Poller()
     sock, mon = receiver.sockets
     poller.register(sock, zmq.POLLIN)
     poller.register(mon, zmq.POLLIN)
-    poller.register(wake, zmq.POLLIN)
+    poller.register(waker.socket, zmq.POLLIN)
     while not stop.is_set():
         wait = stream.ACK_INTERVAL_S if receiver.ack_pending else IDLE_S
         events = dict(poller.poll(int(wait * 1000)))
-        if wake in events or wake.fileno() in events:
-            _drain(wake)
+        waker.woke(events)
         if mon in events:
             receiver.service()
         got = False
@@ -359,15 +344,6 @@ def _acknowledge(receiver: StreamReceiver, session: Session) -> None:
     ack = session.progress()
     if ack is not None:
         receiver.ack(ack)
-
-
-def _drain(wake: socket.socket) -> None:
-    while True:
-        try:
-            if not wake.recv(4096):
-                return
-        except BlockingIOError:
-            return
 
 
 if __name__ == "__main__":

@@ -165,6 +165,40 @@ class _EndRequest:
 _Item = Union[wire.SeriesStart, wire.FrameBlock, _EndRequest]
 
 
+class Waker:
+    """Wakes a thread waiting in a zmq poll from another thread: a socket pair whose
+    read end is registered with the poller. Writes never block (a full buffer means a
+    wake-up is pending already)."""
+
+    def __init__(self) -> None:
+        self.socket, self._write = socket.socketpair()
+        self.socket.setblocking(False)
+        self._write.setblocking(False)
+
+    def wake(self) -> None:
+        try:
+            self._write.send(b"x")
+        except BlockingIOError:
+            return
+        except OSError as exc:  # closed: its owner is shutting down
+            log.debug("wake-up after close: %s", exc)
+
+    def woke(self, events: dict) -> bool:
+        """True if a poll's events (socket or fd keys) include the wake-up; drains it."""
+        if self.socket not in events and self.socket.fileno() not in events:
+            return False
+        while True:
+            try:
+                if not self.socket.recv(4096):
+                    return True
+            except BlockingIOError:
+                return True   # nothing left: the socket is non-blocking
+
+    def close(self) -> None:
+        self.socket.close()
+        self._write.close()
+
+
 class StreamSender:
     """Publishes series over a zmq ROUTER socket to the one receiver holding the stream, from
     its own thread (a consumer.SeriesConsumer)."""
@@ -219,9 +253,7 @@ class StreamSender:
         self._start_error: Optional[BaseException] = None
         self._endpoint = ""
         self._linger_ms = 1000
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._waker = Waker()
 
     # ---- lifecycle -------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -253,8 +285,7 @@ class StreamSender:
         self._wake()
         if self._thread is not None:
             self._thread.join()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
     def __enter__(self) -> "StreamSender":
         self.start()
@@ -365,10 +396,6 @@ class StreamSender:
         return request.result
 
     @property
-    def series_open(self) -> bool:
-        return self._series is not None
-
-    @property
     def series_id(self) -> str:
         series = self._series
         return series.start.series_id if series else ""
@@ -424,13 +451,8 @@ class StreamSender:
         series.lost_reasons[reason] = series.lost_reasons.get(reason, 0) + n
 
     def _wake(self) -> None:
-        """Interrupt the sender thread's poll (a full buffer means a wake-up is pending)."""
-        try:
-            self._wake_w.send(b"x")
-        except BlockingIOError:
-            return
-        except OSError as exc:  # closed: the sender is shutting down
-            log.debug("wake-up after close: %s", exc)
+        """Interrupt the sender thread's poll."""
+        self._waker.wake()
 
     def _run(self) -> None:
         ctx = zmq.Context.instance()
@@ -455,7 +477,7 @@ class StreamSender:
         poller = zmq.Poller()
         poller.register(mon, zmq.POLLIN)
         poller.register(sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._waker.socket, zmq.POLLIN)
         self._poller = poller
         try:
             self._loop()
@@ -497,20 +519,11 @@ class StreamSender:
         finally:
             if want_send:
                 self._poller.modify(self._sock, zmq.POLLIN)
-        if self._wake_r in events or self._wake_r.fileno() in events:
-            self._drain_wakeups()
+        self._waker.woke(events)
         if self._sock in events:
             self._read_incoming()
         if self._mon in events:
             self._read_monitor()
-
-    def _drain_wakeups(self) -> None:
-        while True:
-            try:
-                if not self._wake_r.recv(4096):
-                    return
-            except BlockingIOError:
-                return  # nothing left: the socket is non-blocking
 
     def _read_monitor(self) -> None:
         while self._mon.poll(0):
@@ -858,10 +871,11 @@ class StreamReceiver:
         while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             try:
-                if wire.is_control(parts):
-                    self._on_control(wire.decode_control(parts))
+                hdr = wire.header(parts)   # parsed once, for the check and the decode
+                if wire.is_control(hdr):
+                    self._on_control(wire.decode_control(parts, hdr))
                     continue
-                msg = wire.decode(parts)
+                msg = wire.decode(parts, hdr)
             except wire.WireFormatError as exc:
                 self.bad_messages += 1
                 log.error("dropping malformed stream message: %s", exc)

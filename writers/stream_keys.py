@@ -99,6 +99,15 @@ def server_keys(directory: Optional[str]) -> Optional[ServerKeys]:
     return None if directory is None else ServerKeys(directory)
 
 
+def add_client_arguments(parser) -> None:
+    """A client's --keys DIR and --key-name NAME (read back with `client_keys`)."""
+    parser.add_argument("--keys", metavar="DIR", default=None,
+                        help="CURVE key directory (server.key and the client's key_secret) when "
+                             "the IOC runs with --stream-keys")
+    parser.add_argument("--key-name", default=CLIENT, metavar="NAME",
+                        help="which client key pair in --keys to use (default %(default)s)")
+
+
 def client_keys(directory: Optional[str], name: str = CLIENT) -> Optional[ClientKeys]:
     """ClientKeys for a client's `--keys DIR`, or None without it."""
     return None if directory is None else ClientKeys(directory, name)

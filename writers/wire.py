@@ -16,7 +16,7 @@ import datetime
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -310,9 +310,10 @@ def encode_control(msg: Control) -> list[bytes]:
     return [_json_part(header)]
 
 
-def decode_control(parts: Sequence[Any]) -> Control:
-    """Decode a one-part session message; WireFormatError for anything else."""
-    hdr = header(parts)
+def decode_control(parts: Sequence[Any], hdr: Optional[dict[str, Any]] = None) -> Control:
+    """Decode a one-part session message; WireFormatError for anything else.
+    ``hdr``: part 0 already parsed by `header` (it is not parsed again)."""
+    hdr = header(parts) if hdr is None else hdr
     cls = _CONTROL_TYPES.get(hdr["type"])
     if cls is None:
         raise WireFormatError(f"{hdr['type']!r} is not a session message")
@@ -331,9 +332,9 @@ def decode_control(parts: Sequence[Any]) -> Control:
     return msg
 
 
-def is_control(parts: Sequence[Any]) -> bool:
-    """True if part 0 names a session message (cheap check before a full decode)."""
-    return header(parts)["type"] in _CONTROL_TYPES
+def is_control(hdr: dict[str, Any]) -> bool:
+    """True if a parsed header (`header`) names a session message."""
+    return hdr["type"] in _CONTROL_TYPES
 
 
 def encode_none() -> list[bytes]:
@@ -411,9 +412,10 @@ def _decode_frames(hdr: dict[str, Any], parts: Sequence[Any]) -> FrameBlock:
     return FrameBlock(first_frame=first_frame, series_id=series_id, **arrays)
 
 
-def decode(parts: Sequence[Any]) -> Message:
-    """Decode one multipart message; arrays are read-only views of the received buffers."""
-    hdr = header(parts)
+def decode(parts: Sequence[Any], hdr: Optional[dict[str, Any]] = None) -> Message:
+    """Decode one multipart message; arrays are read-only views of the received buffers.
+    ``hdr``: part 0 already parsed by `header` (it is not parsed again)."""
+    hdr = header(parts) if hdr is None else hdr
     kind = hdr["type"]
     if kind == TYPE_FRAMES:
         return _decode_frames(hdr, parts)

@@ -204,7 +204,7 @@ if __name__ == "__main__":
 ])
 def test_session_messages_round_trip(msg):
     parts = wire.encode_control(msg)
-    assert len(parts) == 1 and wire.is_control(parts)
+    assert len(parts) == 1 and wire.is_control(wire.header(parts))
     assert wire.decode_control(parts) == msg
 
 
