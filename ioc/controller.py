@@ -33,6 +33,7 @@ from xspress3.vocabulary import (EV_PER_BIN_AT_4096, DEFAULT_BINS, INT32_MAX,
                                  SCALER_NAMES, TriggerMode)
 from xspress3.writers.consumer import SeriesConsumer
 from xspress3.writers.monitor import MonitorServer
+from xspress3.writers.stream_keys import server_keys
 from xspress3.writers.wire import SeriesStart, new_series_id, utc_now_iso
 
 from .enums import State
@@ -129,9 +130,10 @@ class RunController:
         self._state = State.IDLE
         self.readout = Readout(self.post_from_thread, ts_points=options.ts_points)
         self.readout.rois = RoiTable.empty(self.channels, self.bins)
-        self.stream = make_sender(options) if options.stream else None
+        keys = server_keys(options.stream_keys)   # --stream-keys: CURVE on both sockets
+        self.stream = make_sender(options, keys) if options.stream else None
         self.files = FileCapture(options, publisher, self.post_from_thread)
-        self.monitor = MonitorServer(options.monitor) if options.monitor else None
+        self.monitor = MonitorServer(options.monitor, keys=keys) if options.monitor else None
         #: Every consumer of a series, in the order they get each block
         self.consumers: list[SeriesConsumer] = [
             c for c in (self.monitor, self.stream, self.files) if c is not None]

@@ -26,7 +26,6 @@ from caproto.server import SubGroup, pvproperty
 
 from xspress3.driver import Xspress3
 from xspress3.vocabulary import NUM_SCAS, TriggerMode
-from xspress3.writers.stream_keys import server_keys
 
 from . import enums
 from .enums import DataType, DisabledEnabled, DisableEnable, NoYes, TsAction, TsMode
@@ -65,11 +64,6 @@ class IocBase(Xsp3Group):
         self.bins = options.bins
         self.controller = RunController(options, PvPublisher(self), driver=driver,
                                         driver_error=driver_error)
-        # --stream-keys: CURVE on the stream and monitor sockets (set before they bind)
-        keys = server_keys(options.stream_keys)
-        for sockets in (self.controller.stream, self.controller.monitor):
-            if sockets is not None:
-                sockets.keys = keys
         self.settings = SettingsStore(options.settings_file, self)
         self.ca_context = None          # the caproto server Context, set by main.serve
         self._started = time.time()
@@ -87,10 +81,6 @@ class IocBase(Xsp3Group):
         return self.controller.files
 
     # ---- helpers ---------------------------------------------------------------------
-    async def call(self, fn, *args, **kwargs):
-        """Run a blocking SDK call on the controller's control worker."""
-        return await self.controller.call(fn, *args, **kwargs)
-
     async def status(self, message: str, state: Optional[str] = None) -> None:
         await self.controller.status(message, state)
 
@@ -420,24 +410,18 @@ class IocBase(Xsp3Group):
         --data-root (the default /tmp/, or a path saved before the root was set) is
         replaced by the data root itself, so that Capture works from the start."""
         path = self.hdf.file_path_rbv.value
-        try:
-            await self.check_file_path(path)
-            return
-        except PutRejected as ex:
-            log.warning("HDF1:FilePath %s: %s", path, ex)
         root = self.options.data_root
-        if root is None:
-            await self.hdf.file_path_exists.write(enums.NO_YES[0])
-            return
-        root = os.path.join(root, "")
-        log.warning("HDF1:FilePath set to the data root %s", root)
-        await self.hdf.file_path.write(root, verify_value=False)
-        await self.hdf.file_path_rbv.write(root)
-        try:
-            await self.check_file_path(root)
-        except PutRejected as ex:
-            await self.hdf.file_path_exists.write(enums.NO_YES[0])
-            log.warning("HDF1:FilePath %s: %s", root, ex)
+        for candidate in [path] + ([os.path.join(root, "")] if root is not None else []):
+            if candidate != path:
+                log.warning("HDF1:FilePath set to the data root %s", candidate)
+                await self.hdf.file_path.write(candidate, verify_value=False)
+                await self.hdf.file_path_rbv.write(candidate)
+            try:
+                await self.check_file_path(candidate)
+                return
+            except PutRejected as ex:
+                log.warning("HDF1:FilePath %s: %s", candidate, ex)
+        await self.hdf.file_path_exists.write(enums.NO_YES[0])
 
     async def check_file_path(self, path: str) -> None:
         """Refuse a FilePath outside the data root; FilePathExists_RBV: can a file be made there."""

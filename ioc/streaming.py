@@ -3,8 +3,10 @@ a consumer.SeriesConsumer the controller uses directly)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from xspress3.writers.stream import StreamSender
+from xspress3.writers.stream_keys import ServerKeys
 
 from .options import IocOptions
 
@@ -21,10 +23,11 @@ class StreamStats:
     paced_s: float = 0.0
 
 
-def make_sender(options: IocOptions) -> StreamSender:
+def make_sender(options: IocOptions, keys: Optional[ServerKeys] = None) -> StreamSender:
+    """``keys``: CURVE keys of --stream-keys, or None."""
     return StreamSender(options.stream, max_queued_frames=options.stream_queue_frames,
                         stall_timeout=options.stream_stall_timeout,
-                        end_timeout=options.stream_stall_timeout)
+                        end_timeout=options.stream_stall_timeout, keys=keys)
 
 
 def stream_stats(sender: StreamSender) -> StreamStats:
