@@ -49,12 +49,12 @@ class _RoiBase(Xsp3Group):
         self.index = index
         super().__init__(*args, **kwargs)
 
-    @property
+    @functools.cached_property
     def stats(self) -> tuple:
         """Total, net, min, max and mean PVs (the columns of rois.roi_stats)."""
         return tuple(getattr(self, attr) for attr, *_ in _ROI_STAT_PVS)
 
-    @property
+    @functools.cached_property
     def ts_stats(self) -> tuple:
         """TSTotal, TSNet, TSMinValue, TSMaxValue, TSMeanValue (the same columns)."""
         return tuple(getattr(self, attr) for attr, *_ in _ROI_TS_PVS)

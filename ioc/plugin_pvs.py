@@ -623,11 +623,7 @@ class PluginGroup(Xsp3Group):
         """det1:ERASE: counts start again from 0 (areaDetector's ERASE_ArrayCounters
         writes 0 to every plugin's ArrayCounter)."""
         self.stats.reset()
-        for name in ("ArrayCounter", "DroppedArrays"):
-            pv = self._by_name.get(name)
-            if pv is not None and pv.value != 0:
-                await pv.write(0, verify_value=False)
-        await self._post(self._counters())
+        await self._post({"ArrayCounter": 0, "DroppedArrays": 0, **self._counters()})
 
     async def idle(self) -> None:
         """No frames coming (between runs): the rate decays to 0 (PluginStats.idle)."""

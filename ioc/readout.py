@@ -573,7 +573,7 @@ class Readout(threading.Thread):
             sca_sums = self.sca_sums.copy()
             ts_point = self.ts.current
         # from the recorded bins, as the time series: the same code gives the same values
-        rois = roi_stats(self.rois, last, plan.first_bin, plan.full_bins)
+        rois = roi_stats(self.rois, last, plan.first_bin, plan.full_bins, self.roi_layout(plan))
         return FrameSummary(run_id=plan.run_id, frames_read=read, frames_acquired=acquired,
                             frame_number=block.first_frame + block.count,
                             spectra=spectra, sca=sca, rois=rois,

@@ -183,14 +183,16 @@ def block_stats(layout: RoiLayout, spectra: np.ndarray,
 
 
 def roi_stats(table: RoiTable, spectra: np.ndarray, first_bin: int = 0,
-              full_bins: Optional[int] = None) -> np.ndarray:
+              full_bins: Optional[int] = None, layout: Optional[RoiLayout] = None) -> np.ndarray:
     """(ch, NUM_ROIS, 5) total, net, min, max, mean of each used ROI in one frame.
 
     `spectra` (ch, bins) holds bins first_bin.. of the full spectrum (all of it by
-    default); unused ROIs read 0."""
+    default); unused ROIs read 0. `layout`: the table's RoiLayout for this shape if the
+    caller holds it already (making it is most of the cost)."""
     channels, bins = spectra.shape
     full_bins = first_bin + bins if full_bins is None else full_bins
-    layout = RoiLayout.of(table, channels, first_bin, bins, full_bins)
+    if layout is None:
+        layout = RoiLayout.of(table, channels, first_bin, bins, full_bins)
     stats = np.zeros(table.lo.shape + (NUM_STATS,))
     values = block_stats(layout, np.ascontiguousarray(spectra)[None])[0]
     for k, (ch, r) in enumerate(layout.keys):
