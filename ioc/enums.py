@@ -17,13 +17,51 @@ class State:
         DISCONNECTED, ABORTED = DETECTOR_STATES
 
 
+# ---- members whose values are also PV strings (the tuples below are built from them) -----
+
+class TsAction(str, Enum):
+    """What a TSControl put asks of the time series (values: the PV's strings)."""
+
+    ERASE_START = "Erase/Start"
+    START = "Start"
+    STOP = "Stop"
+    READ = "Read"
+    ERASE = "Erase"
+
+
+class TsMode(str, Enum):
+    """TSAcquireMode: a fixed-length series, or a circular buffer of the newest points."""
+
+    FIXED = "Fixed length"
+    CIRCULAR = "Circ. buffer"
+
+
+class NoYes(str, Enum):
+    NO = "No"
+    YES = "Yes"
+
+
+class DisableEnable(str, Enum):
+    """A setpoint's Disable/Enable (e.g. CTRL_DTC, EnableCallbacks)."""
+
+    DISABLE = "Disable"
+    ENABLE = "Enable"
+
+
+class DisabledEnabled(str, Enum):
+    """A readback's Disabled/Enabled (e.g. CTRL_DTC_RBV)."""
+
+    DISABLED = "Disabled"
+    ENABLED = "Enabled"
+
+
 TRIGGER_MODES = tuple(mode.value for mode in TriggerMode)
 
 ACQUIRE = ("Done", "Acquire")
 ACQUIRE_RBV = ("Done", "Acquiring")
-NO_YES = ("No", "Yes")
-DISABLE_ENABLE = ("Disable", "Enable")
-DISABLED_ENABLED = ("Disabled", "Enabled")
+NO_YES = tuple(v.value for v in NoYes)
+DISABLE_ENABLE = tuple(v.value for v in DisableEnable)
+DISABLED_ENABLED = tuple(v.value for v in DisabledEnabled)
 IMAGE_MODES = ("Single", "Multiple", "Continuous")
 DATA_TYPES = ("Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
               "Float32", "Float64")
@@ -45,11 +83,11 @@ class Gate(str, Enum):
 GATE = tuple(g.value for g in Gate)
 
 
-TS_CONTROL = ("Erase/Start", "Start", "Stop", "Read", "Erase")
+TS_CONTROL = tuple(a.value for a in TsAction)
 TS_ACQUIRING = ("Done", "Acquiring")
 TS_ACQUIRE = ("Done", "Acquire")
 TS_READ = ("Done", "Read")
-TS_ACQUIRE_MODES = ("Fixed length", "Circ. buffer")
+TS_ACQUIRE_MODES = tuple(m.value for m in TsMode)
 RESET = ("Done", "Reset")
 
 FILE_WRITE_MODES = ("Single", "Capture", "Stream")
@@ -102,42 +140,6 @@ CLEAR = ("Done", "Clear")
 OFF_ON = ("Off", "On")
 
 # ---- members for logic: compare these, not display strings ------------------------------
-
-
-class TsAction(str, Enum):
-    """What a TSControl put asks of the time series (values: the PV's strings)."""
-
-    ERASE_START = "Erase/Start"
-    START = "Start"
-    STOP = "Stop"
-    READ = "Read"
-    ERASE = "Erase"
-
-
-class TsMode(str, Enum):
-    """TSAcquireMode: a fixed-length series, or a circular buffer of the newest points."""
-
-    FIXED = "Fixed length"
-    CIRCULAR = "Circ. buffer"
-
-
-class NoYes(str, Enum):
-    NO = "No"
-    YES = "Yes"
-
-
-class DisableEnable(str, Enum):
-    """A setpoint's Disable/Enable (e.g. CTRL_DTC, EnableCallbacks)."""
-
-    DISABLE = "Disable"
-    ENABLE = "Enable"
-
-
-class DisabledEnabled(str, Enum):
-    """A readback's Disabled/Enabled (e.g. CTRL_DTC_RBV)."""
-
-    DISABLED = "Disabled"
-    ENABLED = "Enabled"
 
 
 class DataType(str, Enum):
