@@ -71,10 +71,12 @@ def test_data_root_and_keys_are_said_at_start(tmp_path):
     (tmp_path / "data").mkdir()
     ioc = IocProcess(tmp_path, "--data-root", str(tmp_path / "data" / ".." / "data"),
                      "--stream-keys", str(tmp_path / "keys")).start()
-    # the default /tmp/ is outside the root: FilePath starts at the (resolved) root
-    assert ioc.get("HDF1:FilePath_RBV") == f"{tmp_path / 'data'}/"
-    assert ioc.get("HDF1:FilePathExists_RBV") == "Yes"
-    assert ioc.stop() == 0
+    try:
+        # the default /tmp/ is outside the root: FilePath starts at the (resolved) root
+        assert ioc.get("HDF1:FilePath_RBV") == f"{tmp_path / 'data'}/"
+        assert ioc.get("HDF1:FilePathExists_RBV") == "Yes"
+    finally:   # a failed check must not leave the IOC running
+        assert ioc.stop() == 0
     out = ioc.output()
     assert f"files only under the data root {tmp_path / 'data'}\n" in out, out
     assert f"stream and monitor need CURVE keys from {tmp_path / 'keys'}" in out, out
