@@ -62,7 +62,8 @@ class _Chain:
     idx: np.ndarray    # reduceat indices (empty: no segment)
     pos: np.ndarray    # (S,) column of each segment in reduceat's output; -1: empty segment
     tail: np.ndarray   # (S,) bool: combine with the row's last element
-    simple: bool       # no empty segment and no tail: the output is reduced[:, pos]
+    simple: bool       # no empty segment and no tail: the output is reduced[:, cols]
+    cols: object       # pos as a slice when evenly spaced (a view, not a gather), else pos
 
     @classmethod
     def of(cls, segments: list, length: int) -> "_Chain":
@@ -82,22 +83,36 @@ class _Chain:
                 tail[i] = a < b          # [a, a] alone already is the last element
             idx += [a, b]
         simple = bool(len(segments)) and bool((pos >= 0).all()) and not tail.any()
-        return cls(np.array(idx, dtype=np.intp), pos, tail, simple)
+        cols: object = pos
+        if simple:
+            step = int(pos[1] - pos[0]) if pos.size > 1 else 1
+            if step > 0 and np.array_equal(pos, pos[0] + step * np.arange(pos.size)):
+                cols = slice(int(pos[0]), int(pos[-1]) + 1, step)
+        return cls(np.array(idx, dtype=np.intp), pos, tail, simple, cols)
 
-    def reduce(self, ufunc, rows: np.ndarray, out: np.ndarray, identity) -> None:
-        """out (n, S) = ufunc over each segment of each row; `identity` where empty."""
-        if not self.idx.size:
-            out[...] = identity
-            return
-        reduced = ufunc.reduceat(rows, self.idx, axis=1, dtype=rows.dtype)
+    def reduceat(self, ufunc, rows: np.ndarray, into: Optional[np.ndarray] = None) -> np.ndarray:
+        """(n, idx.size) reduceat of each row in the rows' dtype, into `into` if given."""
+        return ufunc.reduceat(rows, self.idx, axis=1, dtype=rows.dtype, out=into)
+
+    def gather(self, ufunc, reduced: np.ndarray, rows: np.ndarray, out: np.ndarray,
+               identity) -> None:
+        """out (n, S) = each segment's value from `reduced` (this chain's reduceat of
+        `rows`): the row's last element combined in for a tail, `identity` where empty."""
         if self.simple:
-            out[...] = reduced[:, self.pos]
+            out[...] = reduced[:, self.cols]
             return
         has = self.pos >= 0
         out[...] = identity
         out[:, has] = reduced[:, self.pos[has]]
         if self.tail.any():
             out[:, self.tail] = ufunc(out[:, self.tail], rows[:, -1:])
+
+    def reduce(self, ufunc, rows: np.ndarray, out: np.ndarray, identity) -> None:
+        """out (n, S) = ufunc over each segment of each row; `identity` where empty."""
+        if not self.idx.size:
+            out[...] = identity
+            return
+        self.gather(ufunc, self.reduceat(ufunc, rows), rows, out, identity)
 
 
 @dataclass(frozen=True)
@@ -154,27 +169,50 @@ def block_stats(layout: RoiLayout, spectra: np.ndarray,
     each frame of `spectra` (n, channels, bins; C-contiguous), into `out` if given.
 
     uint32 spectra are summed in uint32: a frame's ROI total is at most the events
-    the channel histogrammed in that frame, a 32-bit scaler (as Readout._account)."""
+    the channel histogrammed in that frame, a 32-bit scaler (as Readout._account).
+
+    The three reduceat passes write side by side into one (n, segments, 4) buffer
+    (total, -, min, max), so that when every ROI is a plain segment one converting
+    copy fills columns 0-3 of `out`: the per-call cost of many small copies and
+    gathers was as much as a pass over the data."""
     n, k = spectra.shape[0], len(layout.keys)
     if out is None:
         out = np.empty((n, k, NUM_STATS))
     if not k:
         return out
     rows = spectra.reshape(n, -1)
+    covered = layout.covered
     total = out[:, :, 0]
+    red = np.empty((n, covered.idx.size, 4), dtype=rows.dtype)
+    if covered.idx.size:
+        covered.reduceat(np.minimum, rows, red[:, :, 2])
+        covered.reduceat(np.maximum, rows, red[:, :, 3])
     if layout.bgd.any():
+        # the totals from the chain with the edges: for float spectra the same
+        # additions as the edges' chain makes them (a segment's sum depends on its split)
         sums = np.empty((n, k + 2 * layout.bgd_width.size))
         layout.sums.reduce(np.add, rows, sums, 0)
         total[...] = sums[:, :k]
         edges = sums[:, k::2] + sums[:, k + 1::2]
+        if covered.simple:
+            out[:, :, 2:4] = red[:, covered.cols, 2:4]
         out[:, :, 1] = total
         out[:, layout.bgd, 1] = (total[:, layout.bgd]
                                  - edges / (2 * layout.bgd_width) * layout.size[layout.bgd])
     else:
-        layout.covered.reduce(np.add, rows, total, 0)
+        if covered.idx.size:
+            covered.reduceat(np.add, rows, red[:, :, 0])
+        if covered.simple:
+            out[:, :, :4] = red[:, covered.cols]     # column 1 (net) is set next
+        else:
+            covered.gather(np.add, red[:, :, 0], rows, total, 0)
         out[:, :, 1] = total
-    layout.covered.reduce(np.minimum, rows, out[:, :, 2], 0)
-    layout.covered.reduce(np.maximum, rows, out[:, :, 3], 0)
+    if not covered.simple:
+        for column, ufunc in ((2, np.minimum), (3, np.maximum)):
+            if covered.idx.size:
+                covered.gather(ufunc, red[:, :, column], rows, out[:, :, column], 0)
+            else:
+                out[:, :, column] = 0
     if layout.partial.any():      # the bins outside the recorded range read 0
         out[:, layout.partial, 2] = np.minimum(out[:, layout.partial, 2], 0)
         out[:, layout.partial, 3] = np.maximum(out[:, layout.partial, 3], 0)
