@@ -471,13 +471,14 @@ class Readout(threading.Thread):
             driver.ack(first, n)
         return block
 
-    def _scratch(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        """A zeroed array kept from block to block (no fresh buffer per block)."""
+    def _scratch(self, name: str, shape: tuple, dtype, zero: bool = True) -> np.ndarray:
+        """An array kept from block to block (no fresh buffer per block), zeroed
+        unless the caller overwrites it whole."""
         key = (name, shape, np.dtype(dtype))
         arr = self._scratches.get(key)
         if arr is None:
             arr = self._scratches[key] = np.zeros(shape, dtype=dtype)
-        else:
+        elif zero:
             arr.fill(0)
         return arr
 
@@ -499,8 +500,9 @@ class Readout(threading.Thread):
                 # (ALL_GOOD); when those fit in 32 bits the 3x faster uint32 sum is exact.
                 events = block.scalers[:, :, ALL_GOOD].sum(axis=0, dtype=np.uint64).max()
                 wide = np.uint64 if events >= 2**32 else np.uint32
-                total = self._scratch("total", block.spectra.shape[1:], wide)
-                part_sum = self._scratch("part", block.spectra.shape[1:], wide)
+                # the first chunk's sum is the total's start: no zeroing, no extra add
+                total = self._scratch("total", block.spectra.shape[1:], wide, zero=False)
+                part_sum = self._scratch("part", block.spectra.shape[1:], wide, zero=False)
             recording = self.ts.acquiring
             if recording:
                 layout = self.roi_layout(plan)
@@ -510,8 +512,10 @@ class Readout(threading.Thread):
                 if fill is not None:
                     fill(part)
                 frames = block.spectra[part]
-                if integer:
-                    np.sum(frames, axis=0, dtype=wide, out=part_sum)
+                if integer and not start:
+                    np.add.reduce(frames, axis=0, dtype=wide, out=total)
+                elif integer:
+                    np.add.reduce(frames, axis=0, dtype=wide, out=part_sum)
                     total += part_sum
                 if recording:
                     block_stats(layout, frames, stats[part])
