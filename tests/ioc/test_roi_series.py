@@ -230,3 +230,70 @@ def test_a_block_read_and_accounted_in_chunks_equals_the_whole_block(monkeypatch
         for f in range(40):
             assert np.array_equal(series[f], roi_stats(readout.rois, expected[f], first_bin,
                                                        FULL)[key])
+
+
+# ---- randomized: every ROI table against the straightforward per-ROI computation -----------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+SMALL = 256     # full spectrum of the randomized tables (small: many tables per second)
+
+
+@st.composite
+def roi_tables(draw):
+    """(channels, rois, first_bin, bins): random tables (overlapping, empty, partial, at
+    either end, beyond the spectrum, with backgrounds) and evenly spaced disjoint ones
+    (block_stats' single-copy path, as the benchmark's table)."""
+    channels = draw(st.integers(1, 4))
+    first_bin = draw(st.sampled_from([0, 0, 17, 100]))
+    bins = draw(st.integers(1, SMALL - first_bin))
+    if draw(st.booleans()):
+        width, gap = draw(st.integers(1, 40)), draw(st.integers(0, 20))
+        start, bgd = draw(st.integers(0, 30)), draw(st.sampled_from([0, 0, 2]))
+        rois = [(ch, r, start + r * (width + gap), start + r * (width + gap) + width, bgd)
+                for ch in range(channels) for r in range(draw(st.integers(1, 8)))]
+    else:
+        roi = st.tuples(st.integers(0, channels - 1), st.integers(0, 47),
+                        st.integers(0, SMALL + 3), st.integers(0, 2 * SMALL),
+                        st.sampled_from([0, 0, 1, 3, 60]))
+        rois = draw(st.lists(roi, max_size=12, unique_by=lambda t: t[:2]))
+    return channels, rois, first_bin, bins
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(roi_tables(), st.integers(1, 5), st.booleans(), st.integers(0, 2**32 - 1))
+def test_block_statistics_of_random_tables_equal_the_per_roi_computation(case, frames, dtc, seed):
+    channels, rois, first_bin, bins = case
+    rng = np.random.default_rng(seed)
+    table = RoiTable.empty(channels, SMALL)
+    for ch, r, lo, hi, bgd in rois:
+        table = table.with_roi(ch, r, lo=lo, hi=hi, use=True, bgd=bgd)
+    block = rng.integers(0, 4000, (frames, channels, bins)).astype(np.uint32)
+    if dtc:
+        block = block * rng.uniform(1.0, 1.5, (frames, channels, 1))
+    layout = RoiLayout.of(table, channels, first_bin, bins, SMALL)
+    values = block_stats(layout, block)
+    for f in range(frames):
+        full = np.zeros((channels, SMALL))
+        full[:, first_bin:first_bin + bins] = block[f]
+        reference = reference_stats(table, full)
+        one = roi_stats(table, block[f], first_bin, SMALL, layout)
+        for k, key in enumerate(layout.keys):
+            assert np.array_equal(values[f, k], one[key])
+            if dtc:     # a segment's float sum depends on how reduceat splits it
+                np.testing.assert_allclose(values[f, k], reference[key], rtol=1e-12, atol=1e-6)
+            else:
+                assert np.array_equal(values[f, k], reference[key]), (key, values[f, k])
+
+
+def test_evenly_spaced_rois_take_one_slice_and_rois_out_of_order_a_gather():
+    spaced = table_of(4, [(ch, r, r * 512 + 8, r * 512 + 504, 0) for ch in range(4) for r in range(8)])
+    layout = RoiLayout.of(spaced, 4, 0, FULL, FULL)
+    assert layout.covered.simple and isinstance(layout.covered.cols, slice)
+    uneven = table_of(1, [(0, 0, 30, 40, 0), (0, 1, 10, 20, 0), (0, 2, 45, 50, 0), (0, 3, 45, 60, 0)])
+    layout = RoiLayout.of(uneven, 1, 0, FULL, FULL)
+    assert layout.covered.simple and not isinstance(layout.covered.cols, slice)
+    block = np.random.default_rng(5).integers(0, 9, (3, 1, FULL)).astype(np.uint32)
+    for f, frame in enumerate(block):
+        reference = reference_stats(uneven, frame.astype(float))
+        for k, key in enumerate(layout.keys):
+            assert np.array_equal(block_stats(layout, block)[f, k], reference[key])
