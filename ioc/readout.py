@@ -151,13 +151,20 @@ class TimeSeries:
         elif action is TsAction.STOP:
             self.acquiring, self.manual = False, False
 
-    def _slots(self, n: int) -> tuple[np.ndarray, slice]:
-        """Where the next n frames go (positions in the arrays) and which of them are kept."""
+    def _slots(self, n: int) -> list:
+        """Where the next n frames go: (positions in the arrays, frames kept) as slice
+        pairs, at most two (a circular series wraps once), so the writes are plain
+        slice copies rather than fancy-index scatters."""
         if not self.circular:
             take = max(0, min(self.points - self.written, n))
-            return np.arange(self.written, self.written + take), slice(0, take)
+            return [(slice(self.written, self.written + take), slice(0, take))] if take else []
         keep = min(n, self.points)
-        return (self.written + n - keep + np.arange(keep)) % self.points, slice(n - keep, n)
+        head = (self.written + n - keep) % self.points
+        first = min(keep, self.points - head)
+        runs = [(slice(head, head + first), slice(n - keep, n - keep + first))]
+        if first < keep:
+            runs.append((slice(0, keep - first), slice(n - keep + first, n)))
+        return runs
 
     def _columns_of(self, keys: tuple) -> np.ndarray:
         """Columns of `stats` for these ROIs, adding columns for ROIs not seen yet."""
@@ -178,22 +185,25 @@ class TimeSeries:
         if not self.acquiring:
             return
         n = sca.shape[0]
-        where, kept = self._slots(n)
+        runs = self._slots(n)
         if self.sca is None or self.sca.shape[1:] != sca.shape[1:]:
             self.sca = np.zeros((self.points,) + sca.shape[1:])
         if self.times is None:
             self.times = np.zeros(self.points)
-        self.sca[where] = sca[kept]
-        self.times[where] = times[kept]
         columns = self._columns_of(keys)
-        if self.stats is not None:
-            if columns.size != self.stats.shape[1] or \
-                    not np.array_equal(columns, np.arange(columns.size)):
-                self.stats[where] = 0.0          # ROIs not used for these frames read 0
-                self.stats[where[:, None], columns] = stats[kept]
-            else:
+        whole = self.stats is not None and columns.size == self.stats.shape[1] and \
+            np.array_equal(columns, np.arange(columns.size))
+        for where, kept in runs:
+            self.sca[where] = sca[kept]
+            self.times[where] = times[kept]
+            if self.stats is None:
+                continue
+            if whole:
                 self.stats[where] = stats[kept]
-        self.written += n if self.circular else where.size
+            else:
+                self.stats[where] = 0.0          # ROIs not used for these frames read 0
+                self.stats[where, columns] = stats[kept]
+        self.written += n if self.circular else sum(w.stop - w.start for w, _ in runs)
         if not self.circular and self.written >= self.points:
             self.acquiring = False
 

@@ -101,7 +101,7 @@ class _Chain:
         if self.simple:
             out[...] = reduced[:, self.cols]
             return
-        has = self.pos >= 0
+        has = self.pos >= 0       # none when no segment: all `identity`
         out[...] = identity
         out[:, has] = reduced[:, self.pos[has]]
         if self.tail.any():
@@ -130,6 +130,8 @@ class RoiLayout:
     partial: np.ndarray       # (K,) bool: part of the ROI is outside the recorded bins
     covered: _Chain           # the recorded part of each ROI (min, max)
     sums: _Chain              # the same segments, then both edges of each background ROI
+    any_bgd: bool = False     # bgd.any(), partial.any(): asked per chunk, so kept
+    any_partial: bool = False
 
     @classmethod
     def of(cls, table: RoiTable, channels: int, first_bin: int, bins: int,
@@ -160,7 +162,8 @@ class RoiLayout:
         length = channels * bins
         return cls(tuple(keys), np.array(size, dtype=float), np.array(bgd, dtype=bool),
                    np.array(widths, dtype=float), np.array(partial, dtype=bool),
-                   _Chain.of(covered, length), _Chain.of(covered + edges, length))
+                   _Chain.of(covered, length), _Chain.of(covered + edges, length),
+                   any(bgd), any(partial))
 
 
 def block_stats(layout: RoiLayout, spectra: np.ndarray,
@@ -185,9 +188,11 @@ def block_stats(layout: RoiLayout, spectra: np.ndarray,
     total = out[:, :, 0]
     red = np.empty((n, covered.idx.size, 4), dtype=rows.dtype)
     if covered.idx.size:
+        if not layout.any_bgd:
+            covered.reduceat(np.add, rows, red[:, :, 0])
         covered.reduceat(np.minimum, rows, red[:, :, 2])
         covered.reduceat(np.maximum, rows, red[:, :, 3])
-    if layout.bgd.any():
+    if layout.any_bgd:
         # the totals from the chain with the edges: for float spectra the same
         # additions as the edges' chain makes them (a segment's sum depends on its split)
         sums = np.empty((n, k + 2 * layout.bgd_width.size))
@@ -200,8 +205,6 @@ def block_stats(layout: RoiLayout, spectra: np.ndarray,
         out[:, layout.bgd, 1] = (total[:, layout.bgd]
                                  - edges / (2 * layout.bgd_width) * layout.size[layout.bgd])
     else:
-        if covered.idx.size:
-            covered.reduceat(np.add, rows, red[:, :, 0])
         if covered.simple:
             out[:, :, :4] = red[:, covered.cols]     # column 1 (net) is set next
         else:
@@ -209,11 +212,8 @@ def block_stats(layout: RoiLayout, spectra: np.ndarray,
         out[:, :, 1] = total
     if not covered.simple:
         for column, ufunc in ((2, np.minimum), (3, np.maximum)):
-            if covered.idx.size:
-                covered.gather(ufunc, red[:, :, column], rows, out[:, :, column], 0)
-            else:
-                out[:, :, column] = 0
-    if layout.partial.any():      # the bins outside the recorded range read 0
+            covered.gather(ufunc, red[:, :, column], rows, out[:, :, column], 0)
+    if layout.any_partial:      # the bins outside the recorded range read 0
         out[:, layout.partial, 2] = np.minimum(out[:, layout.partial, 2], 0)
         out[:, layout.partial, 3] = np.maximum(out[:, layout.partial, 3], 0)
     np.divide(total, layout.size, out=out[:, :, 4])     # an empty ROI: 0 / inf
