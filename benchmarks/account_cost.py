@@ -104,7 +104,7 @@ def run(pool: np.ndarray, blocks: list, plan: ro.RunPlan, part: str) -> float:
             fill(sl)
             t0 = time.thread_time()
             if part == "sum":
-                np.sum(block.spectra[sl], axis=0, dtype=np.uint32, out=part_sum)
+                np.add.reduce(block.spectra[sl], axis=0, dtype=np.uint32, out=part_sum)
                 total += part_sum
             elif part == "rois":
                 block_stats(layout, block.spectra[sl], stats[sl])
