@@ -165,6 +165,9 @@ class MonitorClient:
         if self._sock is None:
             self._sock = self._ctx.socket(zmq.REQ)
             self._sock.setsockopt(zmq.LINGER, 0)
+            # a REQ socket without a peer (not up yet, or its CURVE handshake refused)
+            # blocks a send for ever: give the send the same time as the reply
+            self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
             if self.keys is not None:
                 self.keys.secure(self._sock)
             self._sock.connect(self.endpoint)
@@ -173,9 +176,13 @@ class MonitorClient:
     def request(self, what: bytes) -> list[zmq.Frame]:
         """Send one request; TimeoutError (and a fresh socket) if no reply in time."""
         sock = self._socket()
-        sock.send(what)
-        if sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
-            return sock.recv_multipart(copy=False)
+        try:
+            sock.send(what)
+        except zmq.Again:
+            pass   # no peer to send to in time: the same as no reply
+        else:
+            if sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                return sock.recv_multipart(copy=False)
         sock.close(0)  # a REQ socket waiting for a lost reply can never send again
         self._sock = None
         raise TimeoutError(f"no reply from monitor {self.endpoint} within {self.timeout_s} s")
