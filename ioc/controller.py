@@ -193,6 +193,8 @@ class RunController:
         self.files.start()
         if self.stream is not None:
             self.stream.start()
+            if self.stream.shared_pool is not None:   # blocks a receiver here maps, not copies
+                self.readout.buffers.allocate = self.stream.shared_pool.arrays
         if self.monitor is not None:
             self.monitor.start()
         self.readout.consumers = self.consumers

@@ -60,6 +60,10 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
     p.add_argument("--stream-keys", metavar="DIR", default=None,
                    help="CURVE keys for the stream and monitor sockets: only clients with an "
                         "authorized key get data (make a key directory with xspress3-keys DIR)")
+    p.add_argument("--stream-shm", metavar="DIR", default=None,
+                   help="where the readout keeps its frames so that a receiver on this host maps "
+                        "them instead of copying them over the socket (default /dev/shm where "
+                        "writable; 'none': every frame goes over the socket)")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names at start")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -83,7 +87,8 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
         stream=endpoint(args.stream, DEFAULT_STREAM), monitor=endpoint(args.monitor, DEFAULT_MONITOR),
         stream_queue_frames=args.stream_queue, ts_points=args.ts_points,
         data_root=os.path.realpath(args.data_root) if args.data_root else None,
-        stream_keys=args.stream_keys)
+        stream_keys=args.stream_keys,
+        stream_shm=None if args.stream_shm is None else (none_or(args.stream_shm) or ""))
     if options.data_root is not None and not os.path.isdir(options.data_root):
         p.error(f"--data-root {args.data_root}: not an existing directory")
     if options.stream_keys is not None:

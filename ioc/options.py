@@ -33,6 +33,8 @@ class IocOptions:
     ts_points: int = 16384
     data_root: Optional[str] = None        # HDF1:FilePath must resolve to this directory or below
     stream_keys: Optional[str] = None      # directory of CURVE keys (writers/stream_keys.py)
+    stream_shm: Optional[str] = None       # frame memory offered to a receiver on this host:
+                                           # None /dev/shm where writable, "" never
 
     @property
     def simulated(self) -> bool:

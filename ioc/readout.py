@@ -241,6 +241,10 @@ def block_shape(channels: int, bins: int) -> tuple:
     return (frames, channels, bins)
 
 
+def _numpy_bases(count: int, shape: tuple) -> list:
+    return [np.empty(shape, dtype=np.uint32) for _ in range(count)]
+
+
 class SpectrumBuffers:
     """Spectrum arrays for blocks, recycled once no consumer holds them any more.
 
@@ -266,6 +270,9 @@ class SpectrumBuffers:
 
     def __init__(self, keep: int = 16):
         self.keep = keep
+        #: makes `keep` bases of a shape, each its own array; the stream puts them in
+        #: memory a receiver on this host maps (shared_frames.SharedPool.arrays)
+        self.allocate: Callable[[int, tuple], list] = _numpy_bases
         self._bases: list = []
         self._shape: tuple = ()
         self._current: Optional[int] = None   # index of the base being filled
@@ -283,7 +290,11 @@ class SpectrumBuffers:
         resident from the first run on. Allocated as needed instead, and used for
         small blocks, the bases became resident page by page over hours of
         acquisitions, a slow rise of the IOC's RSS."""
-        bases = [np.empty(shape, dtype=np.uint32) for _ in range(self.keep)]
+        try:
+            bases = self.allocate(self.keep, shape)
+        except OSError as exc:   # shared memory full or gone: the stream then copies
+            log.warning("block buffers in ordinary memory: %s", exc)
+            bases = _numpy_bases(self.keep, shape)
         for base in bases:
             base.fill(0)
         return bases

@@ -27,7 +27,8 @@ def make_sender(options: IocOptions, keys: Optional[ServerKeys] = None) -> Strea
     """``keys``: CURVE keys of --stream-keys, or None."""
     return StreamSender(options.stream, max_queued_frames=options.stream_queue_frames,
                         stall_timeout=options.stream_stall_timeout,
-                        end_timeout=options.stream_stall_timeout, keys=keys)
+                        end_timeout=options.stream_stall_timeout, keys=keys,
+                        shared_dir=options.stream_shm)
 
 
 def stream_stats(sender: StreamSender) -> StreamStats:

@@ -260,6 +260,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-series", type=int, default=0, help="exit after this many series (0 = run forever)")
     p.add_argument("--window-mb", type=float, default=wire.DEFAULT_WINDOW_BYTES / (1 << 20),
                    help="frame memory the IOC may fill here before it waits (credit), MiB (default %(default)g)")
+    p.add_argument("--no-shared-memory", dest="shared", action="store_false",
+                   help="take every frame over the socket, even when the IOC offers its frame memory "
+                        "on this host (shared memory, no copy; the default where it can be mapped)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.add_argument("--log-level", default="WARNING", help="logging level (default %(default)s)")
     add_client_arguments(p)
@@ -294,7 +297,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     code = 0
     with StreamReceiver(args.connect, auto_ack=False, window_bytes=int(args.window_mb * (1 << 20)),
                         name=f"xspress3-receive {socket.gethostname()}:{os.getpid()}",
-                        on_sync=lambda series_id: session.idle(), keys=keys) as receiver:
+                        on_sync=lambda series_id: session.idle(), keys=keys,
+                        shared=args.shared) as receiver:
         try:
             code = _receive_loop(receiver, session, stop, waker, args.max_series)
         except StreamRefused as exc:
@@ -317,7 +321,7 @@ def _receive_loop(receiver: StreamReceiver, session: Session, stop: threading.Ev
     poller.register(mon, zmq.POLLIN)
     poller.register(waker.socket, zmq.POLLIN)
     while not stop.is_set():
-        wait = stream.ACK_INTERVAL_S if receiver.ack_pending else IDLE_S
+        wait = stream.ACK_INTERVAL_S if receiver.ack_pending or receiver.shared_pending else IDLE_S
         events = dict(poller.poll(int(wait * 1000)))
         waker.woke(events)
         if mon in events:

@@ -26,6 +26,7 @@ Loss policy, so that nothing disappears without being counted:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import socket
@@ -39,6 +40,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import wire
+from .shared_frames import SharedFramesError, SharedMaps, SharedPool
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,11 @@ class _Holder:
     failed: int = 0
     in_flight: collections.deque = field(default_factory=collections.deque)   # [frames, bytes per frame]
     in_flight_bytes: int = 0
+    shared: bool = False   # it maps our frame memory (wire.Shared): spectra go by reference
+    #: blocks sent by reference, oldest first, kept (so their memory is not reused) until
+    #: the receiver's ack says it holds no view of them (Ack.shared_released)
+    leases: collections.deque = field(default_factory=collections.deque)
+    leases_released: int = 0
 
     @property
     def unsettled(self) -> int:
@@ -152,6 +159,11 @@ class _Holder:
             frames -= take
             if entry[0] == 0:
                 self.in_flight.popleft()
+
+    def release_leases(self, released: int) -> None:
+        while self.leases_released < released and self.leases:
+            self.leases.popleft()
+            self.leases_released += 1
 
 
 @dataclass
@@ -214,6 +226,7 @@ class StreamSender:
         stall_timeout: float = 5.0,
         end_timeout: float = 10.0,
         keys=None,
+        shared_dir: Optional[str] = None,
     ) -> None:
         """``endpoint``: any zmq endpoint to bind. For a receiver on the IOC's own host,
         ``ipc://PATH`` (a Unix socket) costs the IOC 5-30 % less CPU per frame than
@@ -228,7 +241,10 @@ class StreamSender:
         ~85 MB to the IOC's peak memory at full rate, at the same frame rate.
         ``stall_timeout``: how long a producer keeps offering a refused block before
         counting it lost (consumer.SeriesConsumer); ``end_timeout``: how long
-        ``end_series`` waits for the queue to drain unless told otherwise."""
+        ``end_series`` waits for the queue to drain unless told otherwise.
+        ``shared_dir``: where `start` makes the frame memory it offers a receiver on
+        this host (shared_frames.py; the readout allocates its blocks there through
+        ``shared_pool``); None: /dev/shm if writable; "": never."""
         if max_queued_frames < 1:
             raise ValueError("max_queued_frames must be >= 1")
         self._bind_endpoint = endpoint
@@ -254,6 +270,9 @@ class StreamSender:
         self._endpoint = ""
         self._linger_ms = 1000
         self._waker = Waker()
+        self._shared_dir = shared_dir
+        #: the frame memory offered to a receiver on this host (made by start), or None
+        self.shared_pool: Optional[SharedPool] = None
 
     # ---- lifecycle -------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -271,6 +290,14 @@ class StreamSender:
             self._ready.clear()
             raise OSError(f"cannot bind stream socket to {self._bind_endpoint}: {error}") from error
         log.info("stream sender bound to %s", self._endpoint)
+        if self._shared_dir != "":
+            try:
+                self.shared_pool = SharedPool(self._shared_dir)
+            except OSError as exc:   # the stream works without it, by copy
+                log.warning("stream: no shared frame memory (%s); frames go by copy", exc)
+            else:
+                if not self.shared_pool.directory:
+                    self.shared_pool = None
 
     def close(self, linger: float = 1.0) -> None:
         """Stop the thread; queued blocks are counted lost ("sender closed").
@@ -286,6 +313,8 @@ class StreamSender:
         if self._thread is not None:
             self._thread.join()
         self._waker.close()
+        if self.shared_pool is not None:
+            self.shared_pool.close()
 
     def __enter__(self) -> "StreamSender":
         self.start()
@@ -544,10 +573,15 @@ class StreamSender:
                 continue
             if isinstance(msg, wire.Hello):
                 self._on_hello(identity, parts[-1], msg)
-            elif isinstance(msg, wire.Ack):
+            elif isinstance(msg, (wire.Ack, wire.Shared)):
                 holder = self._holder
-                if holder is not None and holder.identity == identity:
+                if holder is None or holder.identity != identity:
+                    continue
+                if isinstance(msg, wire.Ack):
                     self._on_ack(holder, msg)
+                elif self.shared_pool is not None and msg.token == self.shared_pool.token:
+                    holder.shared = True
+                    log.info("stream: %s maps the frame memory: spectra go by shared memory", holder.name)
             else:
                 log.error("stream: a receiver sent %s, which only the IOC sends", type(msg).__name__)
 
@@ -576,9 +610,12 @@ class StreamSender:
         with self._cond:
             self._receivers = 1
             self._cond.notify_all()
-        self._send_control(identity, wire.Welcome(window))
+        pool = self.shared_pool
+        offer = (pool.directory, pool.probe, pool.token) if pool is not None else ("", "", "")
+        self._send_control(identity, wire.Welcome(window, *offer))
 
     def _on_ack(self, holder: _Holder, ack: wire.Ack) -> None:
+        holder.release_leases(ack.shared_released)   # over the connection, whatever the series
         if ack.series_id != holder.series_id:
             return   # a late ack of an earlier series: that series is settled already
         holder.release(ack.released - holder.released)
@@ -708,12 +745,18 @@ class StreamSender:
             reason = self._send_start(holder, series)
             if reason is not None:
                 return reason
-        parts = wire.encode_block(block, series.start.series_id)
-        nbytes = sum(p.nbytes for p in parts[1:])
+        where = None
+        if holder.shared and self.shared_pool is not None:
+            where = self.shared_pool.locate(block.spectra)
+        parts = wire.encode_block(block, series.start.series_id, shared=where)
+        # a block sent by reference takes the same credit: the receiver holds its frames
+        nbytes = sum(getattr(block, name).nbytes for name in wire.ARRAY_PARTS)
         reason = self._wait_for_credit(holder, series, nbytes, deadline)
         if reason is None:
             reason = self._send(holder, parts, deadline, abortable=True)
         if reason is None:
+            if where is not None:
+                holder.leases.append(block)
             holder.sent += block.count
             holder.in_flight.append([block.count, nbytes // max(block.count, 1)])
             holder.in_flight_bytes += nbytes // max(block.count, 1) * block.count
@@ -814,9 +857,12 @@ class StreamReceiver:
     def __init__(self, endpoint: str = f"tcp://localhost:{wire.DEFAULT_PORT}", rcvhwm: int = 0,
                  poll_timeout_s: float = 0.2, context: Optional[zmq.Context] = None,
                  window_bytes: int = wire.DEFAULT_WINDOW_BYTES, auto_ack: bool = True,
-                 name: str = "", on_sync: Optional[Callable[[str], None]] = None, keys=None) -> None:
+                 name: str = "", on_sync: Optional[Callable[[str], None]] = None, keys=None,
+                 shared: bool = True) -> None:
         """``rcvhwm``: messages zmq may queue here (0: no limit; the window bounds them).
-        ``keys``: stream_keys.ClientKeys (CURVE) or None.
+        ``keys``: stream_keys.ClientKeys (CURVE) or None. ``shared``: take the IOC's offer
+        of shared frame memory when it can be mapped here (shared_frames.py); False:
+        every frame is copied over the socket.
         ``on_sync(series_id)``: the IOC sent every frame of the series and waits for the
         acknowledgement (a writer flushes now)."""
         self.endpoint = endpoint
@@ -826,6 +872,8 @@ class StreamReceiver:
         self.bad_messages = 0
         self.holding = False   # the IOC welcomed this receiver
         self.refused_reason = ""
+        self.shared = shared
+        self._maps: Optional[SharedMaps] = None   # the IOC's frame memory, once welcomed
         self._hello = wire.Hello(window_bytes, name or f"{socket.gethostname()}:{os.getpid()}")
         self._ctx = context or zmq.Context.instance()
         self._sock = receiver_socket(self._ctx, rcvhwm, keys)
@@ -859,6 +907,7 @@ class StreamReceiver:
             msg = self._recv_ready()
             if msg is not None:
                 return msg
+            self._shared_update()
             self.send_pending_ack()   # caught up: the IOC gets its credit before we wait
             if deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -875,7 +924,8 @@ class StreamReceiver:
                 if wire.is_control(hdr):
                     self._on_control(wire.decode_control(parts, hdr))
                     continue
-                msg = wire.decode(parts, hdr)
+                maps = self._maps
+                msg = wire.decode(parts, hdr, None if maps is None else maps.array)
             except wire.WireFormatError as exc:
                 self.bad_messages += 1
                 log.error("dropping malformed stream message: %s", exc)
@@ -889,6 +939,7 @@ class StreamReceiver:
         if isinstance(msg, wire.Welcome):
             self.holding = True
             log.info("holding the stream at %s (window %.1f MiB)", self.endpoint, msg.window_bytes / (1 << 20))
+            self._take_shared_offer(msg)
         elif isinstance(msg, wire.Sync):
             self.send_pending_ack()
             if self.on_sync is not None:
@@ -899,6 +950,40 @@ class StreamReceiver:
             raise StreamRefused(f"the IOC at {self.endpoint} refused this receiver: {msg.reason}")
         else:
             log.error("the IOC sent %s, which only receivers send", type(msg).__name__)
+
+    def _take_shared_offer(self, welcome: wire.Welcome) -> None:
+        """Map the IOC's frame memory if it offers it and this host sees it (a receiver
+        on another host, or in another container, cannot open the probe: copies)."""
+        self._maps = None
+        if not (self.shared and welcome.shared_token):
+            return
+        maps = SharedMaps(welcome.shared_dir, welcome.shared_token)
+        try:
+            maps.check_probe(welcome.shared_probe)
+        except SharedFramesError as exc:
+            log.info("frames come by copy: %s", exc)
+            return
+        try:
+            self._sock.send_multipart(wire.encode_control(wire.Shared(welcome.shared_token)), zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("shared-memory answer not sent; frames come by copy")
+            return
+        self._maps = maps
+        log.info("frames come by shared memory (%s)", welcome.shared_dir)
+
+    def _shared_update(self) -> None:
+        """Shared blocks let go of since the last ack: say so (the IOC reuses their memory)."""
+        maps, last = self._maps, self._last_ack
+        if maps is not None and last is not None and self._pending_ack is None \
+                and maps.released != last.shared_released:
+            self.ack(last)
+
+    @property
+    def shared_pending(self) -> bool:
+        """Shared blocks were let go of and the IOC was not told yet (an outer loop
+        should not sleep long: the IOC's frame memory waits for it)."""
+        maps, last = self._maps, self._last_ack
+        return maps is not None and last is not None and maps.released != last.shared_released
 
     def _read_monitor(self) -> None:
         while self._mon.poll(0):
@@ -929,7 +1014,10 @@ class StreamReceiver:
         """Tell the IOC how far this receiver got. A change of ``stored`` or ``failed``
         goes out at once (the IOC counts those); credit alone (``released``) at most
         every ACK_INTERVAL_S, and before ``recv`` waits: the counts are cumulative,
-        so the last ack says everything the skipped ones said."""
+        so the last ack says everything the skipped ones said. The count of shared
+        blocks released (``shared_released``) is this receiver's to fill in."""
+        if self._maps is not None:
+            ack = dataclasses.replace(ack, shared_released=self._maps.released)
         last = self._last_ack
         if ack == last:
             self._pending_ack = None
@@ -967,6 +1055,7 @@ class StreamReceiver:
         return self.messages()
 
     def close(self) -> None:
+        self._maps = None   # arrays still in use keep their mapping
         self._sock.disable_monitor()
         self._mon.close(0)
         self._sock.close(0)

@@ -16,7 +16,7 @@ import datetime
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -40,6 +40,7 @@ TYPE_NONE = "none"
 # receiver -> IOC
 TYPE_HELLO = "hello"
 TYPE_ACK = "ack"
+TYPE_SHARED = "shared"
 # IOC -> receiver
 TYPE_WELCOME = "welcome"
 TYPE_REFUSED = "refused"
@@ -220,20 +221,38 @@ class Ack:
 
     ``released``: frames no longer held in the receiver's memory (credit back);
     ``stored``: frames safe where the receiver keeps them (flushed to its file);
-    ``failed``: frames it received but will never store, ``failed_reason`` says why."""
+    ``failed``: frames it received but will never store, ``failed_reason`` says why;
+    ``shared_released``: blocks sent by shared memory (shared_frames.py) of which the
+    receiver holds no view any more, cumulative over the connection, not the series."""
 
     series_id: str
     released: int
     stored: int
     failed: int = 0
     failed_reason: str = ""
+    shared_released: int = 0
 
 
 @dataclass(frozen=True)
 class Welcome:
-    """IOC -> receiver: this receiver holds the stream and gets every frame from now on."""
+    """IOC -> receiver: this receiver holds the stream and gets every frame from now on.
+
+    ``shared_dir``, ``shared_probe``, ``shared_token``: the IOC offers its frame memory
+    (shared_frames.py); a receiver that finds the token in that probe file may answer
+    ``shared``. Empty: no offer."""
 
     window_bytes: int
+    shared_dir: str = ""
+    shared_probe: str = ""
+    shared_token: str = ""
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Receiver -> IOC: it read the probe file of the welcome (so it sees the IOC's
+    shared memory); from now on frames messages may name their spectra's place there."""
+
+    token: str
 
 
 @dataclass(frozen=True)
@@ -251,10 +270,11 @@ class Sync:
     series_id: str
 
 
-Control = Union[Hello, Ack, Welcome, Refused, Sync]
+Control = Union[Hello, Ack, Welcome, Refused, Sync, Shared]
 _CONTROL_TYPES: dict[str, type] = {TYPE_HELLO: Hello, TYPE_ACK: Ack, TYPE_WELCOME: Welcome,
-                                   TYPE_REFUSED: Refused, TYPE_SYNC: Sync}
-_CONTROL_TEXT_FIELDS = ("series_id", "reason", "receiver", "failed_reason")
+                                   TYPE_REFUSED: Refused, TYPE_SYNC: Sync, TYPE_SHARED: Shared}
+_CONTROL_TEXT_FIELDS = ("series_id", "reason", "receiver", "failed_reason", "shared_dir",
+                        "shared_probe", "shared_token", "token")
 _CONTROL_NAMES: dict[type, str] = {cls: name for name, cls in _CONTROL_TYPES.items()}
 
 
@@ -276,10 +296,15 @@ def encode_start(start: SeriesStart) -> list[bytes]:
     return [_json_part(header)]
 
 
-def encode_block(block: FrameBlock, series_id: str | None = None) -> list[Union[bytes, memoryview]]:
-    """Five-part message: JSON header, then the four arrays as zero-copy memoryviews."""
+def encode_block(block: FrameBlock, series_id: str | None = None,
+                 shared: Optional[tuple[str, int]] = None) -> list[Union[bytes, memoryview]]:
+    """Five-part message: JSON header, then the four arrays as zero-copy memoryviews.
+    ``shared`` (segment, offset): the spectra lie there in shared memory
+    (shared_frames.py); their part is then empty and the header says where."""
     block.validate()
     arrays = [_as_wire_array(getattr(block, name)) for name in ARRAY_PARTS]
+    if shared is not None:
+        arrays[0] = block.spectra   # located by the caller: little-endian and C-contiguous
     header: dict[str, Any] = {
         "type": TYPE_FRAMES,
         "version": FORMAT_VERSION,
@@ -293,6 +318,9 @@ def encode_block(block: FrameBlock, series_id: str | None = None) -> list[Union[
         header[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape)}
     parts: list[Union[bytes, memoryview]] = [_json_part(header)]
     parts.extend(memoryview(arr).cast("B") for arr in arrays)
+    if shared is not None:
+        header["spectra"]["shared"] = {"segment": shared[0], "offset": int(shared[1])}
+        parts[0], parts[1] = _json_part(header), b""
     return parts
 
 
@@ -378,7 +406,12 @@ def _fields_from(cls: type, hdr: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hdr.items() if k in names}
 
 
-def _decode_frames(hdr: dict[str, Any], parts: Sequence[Any]) -> FrameBlock:
+#: Resolves a shared-memory spectra reference: (segment, offset, dtype, shape) -> array.
+SharedResolver = Callable[[str, int, str, list], np.ndarray]
+
+
+def _decode_frames(hdr: dict[str, Any], parts: Sequence[Any],
+                   shared: Optional[SharedResolver] = None) -> FrameBlock:
     if len(parts) != 1 + len(ARRAY_PARTS):
         raise WireFormatError(f"frames message needs {1 + len(ARRAY_PARTS)} parts, got {len(parts)}")
     try:
@@ -406,19 +439,40 @@ def _decode_frames(hdr: dict[str, Any], parts: Sequence[Any]) -> FrameBlock:
             raise WireFormatError(f"{name} shape {shape} does not match header; expected {expected_shapes[name]}")
         buf = _buffer(part)
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if "shared" in spec and name == "spectra":
+            arrays[name] = _shared_spectra(spec["shared"], dtype, shape, buf, shared)
+            continue
         if buf.nbytes != nbytes:
             raise WireFormatError(f"{name} part has {buf.nbytes} bytes, header implies {nbytes}")
         arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
     return FrameBlock(first_frame=first_frame, series_id=series_id, **arrays)
 
 
-def decode(parts: Sequence[Any], hdr: Optional[dict[str, Any]] = None) -> Message:
+def _shared_spectra(where: Any, dtype: str, shape: list, part: memoryview,
+                    shared: Optional[SharedResolver]) -> np.ndarray:
+    if shared is None:
+        raise WireFormatError("spectra in shared memory, but this receiver did not ask for it")
+    if part.nbytes:
+        raise WireFormatError("spectra both in shared memory and in the message")
+    try:
+        segment, offset = str(where["segment"]), int(where["offset"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireFormatError(f"malformed shared-memory reference {where!r}") from exc
+    try:
+        return shared(segment, offset, dtype, shape)
+    except OSError as exc:
+        raise WireFormatError(str(exc)) from exc
+
+
+def decode(parts: Sequence[Any], hdr: Optional[dict[str, Any]] = None,
+           shared: Optional[SharedResolver] = None) -> Message:
     """Decode one multipart message; arrays are read-only views of the received buffers.
-    ``hdr``: part 0 already parsed by `header` (it is not parsed again)."""
+    ``hdr``: part 0 already parsed by `header` (it is not parsed again); ``shared``:
+    how this receiver finds spectra sent by shared memory (None: it asked for none)."""
     hdr = header(parts) if hdr is None else hdr
     kind = hdr["type"]
     if kind == TYPE_FRAMES:
-        return _decode_frames(hdr, parts)
+        return _decode_frames(hdr, parts, shared)
     if kind not in (TYPE_START, TYPE_END):
         raise WireFormatError(f"unknown message type {kind!r}")
     if len(parts) != 1:

@@ -1,7 +1,9 @@
 """The xspress3-ioc command line: options, start-up report, --list-pvs, SIGINT."""
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import subprocess
 import sys
 
@@ -14,7 +16,7 @@ def test_help_lists_the_options():
     assert result.returncode == 0
     for option in ("--prefix", "--channels", "--cards", "--frames-memory", "--sdk", "--config-dir",
                    "--settings", "--stream", "--monitor", "--interfaces", "--list-pvs", "-v",
-                   "--access", "--data-root", "--stream-keys"):
+                   "--access", "--data-root", "--stream-keys", "--stream-shm"):
         assert option in result.stdout, option
 
 
@@ -27,6 +29,26 @@ def test_start_up_report_and_list_pvs_and_ctrl_c(tmp_path):
     assert f"stream tcp://127.0.0.1:{ioc.stream_port}" in out
     assert f"{ioc.prefix}det1:Acquire\n" in out and f"{ioc.prefix}MCA2:ArrayData\n" in out
     assert "stopped" in out
+
+
+def test_stream_shm_puts_the_frame_memory_where_asked_and_removes_it_at_stop(tmp_path):
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    ioc = IocProcess(tmp_path, "--stream-shm", str(shm), channels=2).start()
+    try:
+        files = os.listdir(shm)
+        assert files and all(name.startswith(f"xspress3-{ioc.proc.pid}-") for name in files), files
+        assert all(stat.S_IMODE(os.stat(shm / name).st_mode) == 0o600 for name in files)
+    finally:
+        assert ioc.stop(signal.SIGINT) == 0
+    assert os.listdir(shm) == []
+    ioc = IocProcess(tmp_path, "--stream-shm", "none", channels=2).start()
+    try:
+        default = "/dev/shm"
+        if os.path.isdir(default):
+            assert not [n for n in os.listdir(default) if n.startswith(f"xspress3-{ioc.proc.pid}-")]
+    finally:
+        assert ioc.stop(signal.SIGINT) == 0
 
 
 def test_a_missing_sdk_library_is_a_clear_error(tmp_path):

@@ -201,20 +201,25 @@ def test_receiver_reconnects_when_the_ioc_restarts(tmp_path):
     assert counts == [7, 9]
 
 
-def test_full_rate_stream_keeps_every_frame_intact(tmp_path):
+@pytest.mark.parametrize("transport", ["shared", "copy"])
+def test_full_rate_stream_keeps_every_frame_intact(tmp_path, transport):
     """Blocks reuse recycled buffers (ioc/readout.py SpectrumBuffers): at full rate, with
     the stream and the file writer holding blocks, no frame may be overwritten by a
     later one. Each frame's ALL_GOOD scaler (read separately) must equal its spectrum sum.
     Frame memory holds the whole run, so the detector never overruns and back-pressure
-    from the consumers is what is exercised."""
+    from the consumers is what is exercised. "shared": the receiver on this host maps
+    the IOC's frame memory (writers/shared_frames.py), so a block the readout reused
+    while the receiver still wrote it would show here; "copy": every frame over the socket."""
     from iochelp import running_ioc
     with running_ioc(tmp_path, frames_memory=32768, monitor=True) as ioc:
         received = tmp_path / "received"
         received.mkdir()
-        proc = start_receiver(ioc, received, "--max-series", "1")
+        extra = ["--log-level", "INFO"] + (["--no-shared-memory"] if transport == "copy" else [])
+        proc = start_receiver(ioc, received, "--max-series", "1", *extra)
         builtin = capture_and_run(ioc, tmp_path, "fast", 20000, exposure=0.00002)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out
+        assert ("frames come by shared memory" in out) == (transport == "shared"), out
         (rfile,) = wait_files(received, 1)
         for path in (rfile, builtin):
             contents = layout.read_frames(path)

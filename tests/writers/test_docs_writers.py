@@ -37,6 +37,7 @@ def stream_md() -> str:
     (wire.Refused, "## `refused` message"),
     (wire.Ack, "## `ack` message"),
     (wire.Sync, "## `sync` message"),
+    (wire.Shared, "## `shared` message"),
 ])
 def test_every_field_of_a_message_is_documented(stream_md, cls, heading):
     documented = table_fields(section(stream_md, heading))

@@ -1,0 +1,308 @@
+"""Shared frame memory (writers/shared_frames.py): the pool, the receiver's maps, and
+the stream sending spectra by reference over real sockets, with the memory a
+receiver still reads never reused by the readout's block pool."""
+from __future__ import annotations
+
+import gc
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from xspress3.ioc.readout import SpectrumBuffers
+from xspress3.writers import stream, wire
+from xspress3.writers.shared_frames import (HEADER_BYTES, MAGIC, SharedFramesError, SharedMaps,
+                                            SharedPool)
+
+from writers_helpers import make_start
+
+LOCAL = "tcp://127.0.0.1:0"
+SHAPE = (8, 2, 32)   # frames, channels, bins of a block base
+
+
+@pytest.fixture
+def pool(tmp_path):
+    p = SharedPool(str(tmp_path))
+    yield p
+    p.close()
+
+
+def shared_block(base: np.ndarray, first: int, n: int) -> wire.FrameBlock:
+    """A block whose spectra are frames [0, n) of a pool base, filled with values of `first`."""
+    spectra = base[:n]
+    spectra[...] = (np.arange(spectra.size, dtype=np.uint32).reshape(spectra.shape) + first * 1000)
+    ch = spectra.shape[1]
+    return wire.FrameBlock(first_frame=first, spectra=spectra,
+                           scalers=np.full((n, ch, wire.NUM_SCALERS), first, np.uint32),
+                           dtfactor=np.ones((n, ch)), dtpercent=np.zeros((n, ch)))
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_pool_segments_are_private_files_with_the_token_and_go_at_close(tmp_path):
+    pool = SharedPool(str(tmp_path))
+    arrays = pool.arrays(3, SHAPE)
+    files = sorted(os.listdir(tmp_path))
+    assert len(files) == 2 and pool.probe in files     # the probe and one segment
+    for name in files:
+        mode = os.stat(tmp_path / name).st_mode
+        assert stat.S_IMODE(mode) == 0o600
+        head = (tmp_path / name).read_bytes()[:HEADER_BYTES]
+        assert head.startswith(MAGIC + pool.token.encode())
+    # each array is its own base and lies in the segment, one after the other
+    located = [pool.locate(a) for a in arrays]
+    assert [loc[1] for loc in located] == [HEADER_BYTES + i * arrays[0].nbytes for i in range(3)]
+    assert len({loc[0] for loc in located}) == 1
+    assert pool.locate(arrays[1][2:5]) == (located[1][0], located[1][1] + 2 * arrays[1][0].nbytes)
+    assert pool.locate(np.zeros(SHAPE, np.uint32)) is None        # ordinary memory
+    assert pool.locate(arrays[0][:, :, ::2]) is None               # not contiguous
+    pool.close()
+    assert os.listdir(tmp_path) == []
+    arrays[0][0, 0, 0] = 7   # the mapping outlives the files
+
+
+def test_old_segments_leave_the_directory(pool, tmp_path):
+    for _ in range(4):
+        pool.arrays(2, SHAPE)
+    assert len(os.listdir(tmp_path)) == 3   # probe, the newest two
+
+
+def test_receiver_maps_read_the_same_values_and_count_releases_in_order(pool):
+    a, b = pool.arrays(2, SHAPE)
+    a[...] = 5
+    b[...] = np.arange(b.size, dtype=np.uint32).reshape(SHAPE)
+    maps = SharedMaps(pool.directory, pool.token)
+    maps.check_probe(pool.probe)
+    (seg, off_a), (_, off_b) = pool.locate(a), pool.locate(b)
+    got_a = maps.array(seg, off_a, "<u4", list(SHAPE))
+    got_b = maps.array(seg, off_b, "<u4", list(SHAPE))
+    assert np.array_equal(got_a, a) and np.array_equal(got_b, b)
+    assert not got_b.flags.writeable
+    view_b = got_b[3:5]
+    del got_b
+    gc.collect()
+    assert maps.released == 0          # block 0 still held, block 1 held by a view
+    del view_b
+    assert maps.released == 0          # block 1 is free, but releases count in order
+    del got_a
+    assert maps.released == 2
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "", ".hidden", "UPPER", "a/b"])
+def test_maps_refuse_names_outside_the_directory(pool, name):
+    with pytest.raises(SharedFramesError):
+        SharedMaps(pool.directory, pool.token).check_probe(name)
+
+
+def test_maps_refuse_a_segment_with_another_token(pool):
+    with pytest.raises(SharedFramesError, match="token differs"):
+        SharedMaps(pool.directory, "0" * 32).check_probe(pool.probe)
+
+
+def test_maps_refuse_an_offset_outside_the_segment(pool):
+    a, = pool.arrays(1, SHAPE)
+    seg, off = pool.locate(a)
+    maps = SharedMaps(pool.directory, pool.token)
+    with pytest.raises(SharedFramesError):
+        maps.array(seg, off + 4, "<u4", list(SHAPE))
+    with pytest.raises(SharedFramesError):
+        maps.array(seg, 0, "<u4", [1])
+
+
+class Collector:
+    """Receives on a thread and keeps every message (and so every shared view)."""
+
+    def __init__(self, receiver: stream.StreamReceiver) -> None:
+        self.receiver = receiver
+        self.messages: list = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            msg = self.receiver.recv(0.05)
+            if msg is not None:
+                self.messages.append(msg)
+
+    def blocks(self) -> list:
+        return [m for m in self.messages if isinstance(m, wire.FrameBlock)]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def stream_pair(tmp_path, shared: bool = True):
+    sender = stream.StreamSender(LOCAL, max_queued_frames=64, shared_dir=str(tmp_path))
+    sender.start()
+    receiver = stream.StreamReceiver(sender.endpoint, shared=shared)
+    return sender, receiver
+
+
+def test_spectra_go_by_reference_and_arrive_equal(tmp_path):
+    sender, receiver = stream_pair(tmp_path)
+    buffers = SpectrumBuffers(keep=4)
+    buffers.allocate = sender.shared_pool.arrays
+    collector = Collector(receiver)
+    try:
+        assert sender.wait_for_receivers(1, 10)
+        assert wait_for(lambda: receiver._maps is not None)
+        time.sleep(0.1)   # the shared answer reaches the IOC before the first block
+        sender.begin_series(make_start("byref", channels=SHAPE[1], bins=SHAPE[2]))
+        sent = []
+        for i in range(3):
+            block = shared_block(buffers.take(4, SHAPE), i * 4, 4)
+            sent.append(block.spectra.copy())
+            assert sender.offer(block, 10)
+        copied = wire.FrameBlock(12, np.full((2,) + SHAPE[1:], 9, np.uint32),
+                                 np.zeros((2, SHAPE[1], wire.NUM_SCALERS), np.uint32),
+                                 np.ones((2, SHAPE[1])), np.zeros((2, SHAPE[1])))
+        assert sender.offer(copied, 10)   # ordinary memory: goes by copy in the same series
+        assert wait_for(lambda: sum(b.count for b in collector.blocks()) == 14)
+        got = collector.blocks()
+        for block, expected in zip(got, sent):
+            assert np.array_equal(block.spectra, expected)
+            assert block.spectra.base is not None and not block.spectra.flags.writeable
+        assert np.array_equal(got[3].spectra, copied.spectra)
+        receiver.ack(wire.Ack("byref", 14, 14))
+        end = sender.end_series("done", timeout=10)
+        assert (end.frames_sent, end.frames_lost) == (14, 0)
+    finally:
+        collector.close()
+        receiver.close()
+        sender.close(linger=0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_memory_a_receiver_still_reads_is_not_reused(tmp_path):
+    """The receiver acknowledges every frame released and stored but keeps its views of
+    the first blocks: the readout's pool must not hand out that memory again, and
+    does once the views are gone."""
+    sender, receiver = stream_pair(tmp_path)
+    buffers = SpectrumBuffers(keep=2)
+    buffers.allocate = sender.shared_pool.arrays
+    collector = Collector(receiver)
+    try:
+        assert sender.wait_for_receivers(1, 10)
+        assert wait_for(lambda: receiver._maps is not None)
+        time.sleep(0.1)
+        sender.begin_series(make_start("held", channels=SHAPE[1], bins=SHAPE[2]))
+        first = shared_block(buffers.take(SHAPE[0], SHAPE), 0, SHAPE[0])     # a whole base
+        expected = first.spectra.copy()
+        assert sender.offer(first, 10)
+        del first
+        assert wait_for(lambda: len(collector.blocks()) == 1)
+        receiver.ack(wire.Ack("held", SHAPE[0], SHAPE[0]))
+        end = sender.end_series("done", timeout=10)
+        assert end.frames_sent == SHAPE[0]
+        held = collector.blocks()[0]
+        # the IOC's blocks come and go; none may be the memory the receiver holds
+        for _ in range(6):
+            other = buffers.take(SHAPE[0], SHAPE)
+            other[...] = 0xDEAD
+            del other
+        assert np.array_equal(held.spectra, expected)
+        assert receiver._maps.released == 0
+        collector.messages.clear()
+        del held
+        gc.collect()
+        assert receiver._maps.released == 1
+        receiver.ack(wire.Ack("held", SHAPE[0], SHAPE[0]))   # carries shared_released 1
+        receiver.send_pending_ack()
+        # once released, the pool hands the base out again
+        assert wait_for(lambda: not sender._holder.leases)
+        taken = [buffers.take(SHAPE[0], SHAPE) for _ in range(2)]
+        assert any(sender.shared_pool.locate(t) is not None for t in taken)
+    finally:
+        collector.close()
+        receiver.close()
+        sender.close(linger=0)
+
+
+def test_a_receiver_that_declines_or_cannot_map_gets_copies(tmp_path):
+    for declines in (True, False):
+        sender, receiver = stream_pair(tmp_path, shared=not declines)
+        if not declines:
+            os.unlink(os.path.join(sender.shared_pool.directory, sender.shared_pool.probe))
+        buffers = SpectrumBuffers(keep=2)
+        buffers.allocate = sender.shared_pool.arrays
+        collector = Collector(receiver)
+        try:
+            assert sender.wait_for_receivers(1, 10)
+            time.sleep(0.2)
+            assert receiver._maps is None
+            sender.begin_series(make_start("copies", channels=SHAPE[1], bins=SHAPE[2]))
+            block = shared_block(buffers.take(4, SHAPE), 0, 4)
+            assert sender.offer(block, 10)
+            assert wait_for(lambda: len(collector.blocks()) == 1)
+            got = collector.blocks()[0]
+            assert np.array_equal(got.spectra, block.spectra)
+            assert sender.shared_pool.locate(got.spectra) is None
+            assert not sender._holder.leases
+            receiver.ack(wire.Ack("copies", 4, 4))
+            assert sender.end_series("done", timeout=10).frames_sent == 4
+        finally:
+            collector.close()
+            receiver.close()
+            sender.close(linger=0)
+
+
+def test_no_offer_when_turned_off():
+    sender = stream.StreamSender(LOCAL, shared_dir="")
+    sender.start()
+    try:
+        assert sender.shared_pool is None
+    finally:
+        sender.close(linger=0)
+
+
+def test_a_shared_reference_without_maps_is_a_format_error(pool):
+    a, = pool.arrays(1, SHAPE)
+    block = shared_block(a, 0, 2)
+    parts = wire.encode_block(block, "s", shared=pool.locate(block.spectra))
+    assert bytes(parts[1]) == b""
+    with pytest.raises(wire.WireFormatError, match="did not ask"):
+        wire.decode(parts)
+    maps = SharedMaps(pool.directory, pool.token)
+    got = wire.decode(parts, shared=maps.array)
+    assert np.array_equal(got.spectra, block.spectra)
+
+
+def test_segments_of_dead_iocs_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"xspress3-{dead.pid}-0123abcd-3"
+    live = tmp_path / f"xspress3-{os.getpid()}-0123abcd-3"
+    other = tmp_path / "unrelated-file"
+    for path in (stale, live, other):
+        path.write_bytes(b"x")
+    pool = SharedPool(str(tmp_path))
+    try:
+        assert not stale.exists()
+        assert live.exists() and other.exists()
+    finally:
+        pool.close()
+
+
+def test_block_buffers_fall_back_to_ordinary_memory_when_shared_memory_fails(caplog):
+    def full(count, shape):
+        raise OSError(28, "No space left on device")
+
+    buffers = SpectrumBuffers(keep=2)
+    buffers.allocate = full
+    block = buffers.take(4, SHAPE)
+    assert block.shape == (4,) + SHAPE[1:] and block.dtype == np.uint32
+    assert "ordinary memory" in caplog.text and "No space left" in caplog.text
