@@ -79,7 +79,7 @@ STAGES = {
         ("sums / ROI / time series", r"rois\.py|_account|TimeSeries|sca_values"),
         ("PV summary + posting", r"_summary|publish|pv_publisher\.py|publisher\.py|caproto|controller\.py|"
                                  r"server\.py|_pvs\.py"),
-        ("zmq send", r"writers/stream\.py|/zmq/"),
+        ("zmq send", r"writers/stream\.py|shared_frames\.py|/zmq/"),
         ("HDF1 writer", r"filewriter\.py|writers/(hdf5|layout)\.py"),
         ("block buffers", r"SpectrumBuffers"),
         ("readout loop", r"readout\.py"),
@@ -87,7 +87,7 @@ STAGES = {
     "receiver": [
         ("BSLZ4 encode", r"encode|bitshuffle"),
         ("HDF5 write", r"hdf5\.py|layout\.py|h5py"),
-        ("receive / decode", r"wire\.py|stream\.py|/zmq/|receive\.py"),
+        ("receive / decode", r"wire\.py|stream\.py|shared_frames\.py|/zmq/|receive\.py"),
     ],
 }
 
@@ -491,6 +491,8 @@ def table(r: dict, min_us: float = 0.3) -> str:
         f"CPU per frame: {c['frames']} frames per run, {c['rounds']} round(s), median; 4 ch x 4096 bins uint32 "
         f"(64 KiB), AcquireTime {EXPOSURE_S:g} s; IOC: {cond['rois_in_use']} ROIs in use, time series "
         f"{cond['ts_acquiring']}, UpdateRate {cond['update_rate_hz']:g} Hz",
+        "stream: " + ("every frame copied over TCP (--copy)" if c.get("transport") == "copy" else
+                      "spectra by shared memory (receiver on this host; --copy: over TCP)"),
         f"machine: {m['cpu']}, {m['cores']} cores; 'others' = CPU cores other programs used during the run",
         "",
         f"{'':50s} {'uncompressed':>22s} {'BSLZ4':>22s}",
@@ -586,6 +588,8 @@ def main(argv=None) -> int:
                         "symbols, kernel included (needs perf)")
     p.add_argument("--dir", type=Path, help="directory for the written files (default: a new temp dir)")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--copy", action="store_true",
+                   help="receivers decline the IOC's shared frame memory: every frame over the socket")
     args = p.parse_args(argv)
     frames = args.frames or (30_000 if args.quick else 100_000)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -594,7 +598,8 @@ def main(argv=None) -> int:
     profile = not args.no_profile and have_py_spy()
     work = Path(tempfile.mkdtemp(prefix="xspress3-cpu-", dir=args.dir))
     r: dict = {"machine": machine(work), "config": {"frames": frames, "rounds": rounds, "profile": profile,
-                                                    "compressions": compressions},
+                                                    "compressions": compressions,
+                                                    "transport": "copy" if args.copy else "shared"},
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": {}, "rounds": {}, "stages": {}, "top": {}}
     if not profile:
         r["profile_note"] = ("stages: not split (" + ("--no-profile" if args.no_profile else "py-spy not installed")
@@ -612,7 +617,7 @@ def main(argv=None) -> int:
         for comp in compressions:
             out = work / f"recv-{comp}"
             out.mkdir()
-            receiver = Receiver.connected(ioc, output=out, compression=comp)
+            receiver = Receiver.connected(ioc, output=out, compression=comp, shared=not args.copy)
             try:
                 series = 1
                 warm = min(frames, 10_000 if args.quick else 20_000)

@@ -75,8 +75,11 @@ class Receiver:
     """`xspress3-receive` in its own process; its stderr is read line by line."""
 
     def __init__(self, endpoint: str, output: Optional[Path] = None, compression: str = "None",
-                 max_series: int = 0):
+                 max_series: int = 0, shared: bool = True):
+        """``shared``: take the IOC's shared frame memory (same host); False: copies."""
         args = [sys.executable, "-m", "xspress3.writers.receive", "--connect", endpoint, "--quiet"]
+        if not shared:
+            args.append("--no-shared-memory")
         if output is None:
             args.append("--decode-only")
         else:

@@ -3,6 +3,7 @@ the stream sending spectra by reference over real sockets, with the memory a
 receiver still reads never reused by the readout's block pool."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import stat
@@ -145,22 +146,35 @@ class Collector:
         self.thread.join(10)
 
 
-def stream_pair(tmp_path, shared: bool = True):
+@contextlib.contextmanager
+def shared_stream(tmp_path, keep: int, shared: bool = True, drop_probe: bool = False):
+    """A sender offering shared memory in tmp_path, a receiver (taking it unless told
+    not to), the readout's block pool in that memory and a collector; yields once the
+    IOC side knows whether the receiver maps the memory."""
     sender = stream.StreamSender(LOCAL, max_queued_frames=64, shared_dir=str(tmp_path))
     sender.start()
+    if drop_probe:   # as on another host: the receiver cannot open the probe
+        os.unlink(os.path.join(sender.shared_pool.directory, sender.shared_pool.probe))
     receiver = stream.StreamReceiver(sender.endpoint, shared=shared)
-    return sender, receiver
-
-
-def test_spectra_go_by_reference_and_arrive_equal(tmp_path):
-    sender, receiver = stream_pair(tmp_path)
-    buffers = SpectrumBuffers(keep=4)
+    buffers = SpectrumBuffers(keep=keep)
     buffers.allocate = sender.shared_pool.arrays
     collector = Collector(receiver)
     try:
         assert sender.wait_for_receivers(1, 10)
-        assert wait_for(lambda: receiver._maps is not None)
-        time.sleep(0.1)   # the shared answer reaches the IOC before the first block
+        if shared and not drop_probe:
+            assert wait_for(lambda: sender._holder is not None and sender._holder.shared)
+        else:
+            time.sleep(0.2)   # an answer, if one came, would have arrived
+            assert not sender._holder.shared and receiver._maps is None
+        yield sender, receiver, buffers, collector
+    finally:
+        collector.close()
+        receiver.close()
+        sender.close(linger=0)
+
+
+def test_spectra_go_by_reference_and_arrive_equal(tmp_path):
+    with shared_stream(tmp_path, keep=4) as (sender, receiver, buffers, collector):
         sender.begin_series(make_start("byref", channels=SHAPE[1], bins=SHAPE[2]))
         sent = []
         for i in range(3):
@@ -172,18 +186,18 @@ def test_spectra_go_by_reference_and_arrive_equal(tmp_path):
                                  np.ones((2, SHAPE[1])), np.zeros((2, SHAPE[1])))
         assert sender.offer(copied, 10)   # ordinary memory: goes by copy in the same series
         assert wait_for(lambda: sum(b.count for b in collector.blocks()) == 14)
+        assert len(sender._holder.leases) == 3       # the three shared blocks, held
         got = collector.blocks()
         for block, expected in zip(got, sent):
             assert np.array_equal(block.spectra, expected)
-            assert block.spectra.base is not None and not block.spectra.flags.writeable
+            assert not block.spectra.flags.writeable
         assert np.array_equal(got[3].spectra, copied.spectra)
         receiver.ack(wire.Ack("byref", 14, 14))
         end = sender.end_series("done", timeout=10)
         assert (end.frames_sent, end.frames_lost) == (14, 0)
-    finally:
-        collector.close()
-        receiver.close()
-        sender.close(linger=0)
+        del got, block
+        collector.messages.clear()
+        assert receiver._maps.released == 3
     assert os.listdir(tmp_path) == []
 
 
@@ -191,14 +205,7 @@ def test_memory_a_receiver_still_reads_is_not_reused(tmp_path):
     """The receiver acknowledges every frame released and stored but keeps its views of
     the first blocks: the readout's pool must not hand out that memory again, and
     does once the views are gone."""
-    sender, receiver = stream_pair(tmp_path)
-    buffers = SpectrumBuffers(keep=2)
-    buffers.allocate = sender.shared_pool.arrays
-    collector = Collector(receiver)
-    try:
-        assert sender.wait_for_receivers(1, 10)
-        assert wait_for(lambda: receiver._maps is not None)
-        time.sleep(0.1)
+    with shared_stream(tmp_path, keep=2) as (sender, receiver, buffers, collector):
         sender.begin_series(make_start("held", channels=SHAPE[1], bins=SHAPE[2]))
         first = shared_block(buffers.take(SHAPE[0], SHAPE), 0, SHAPE[0])     # a whole base
         expected = first.spectra.copy()
@@ -226,38 +233,21 @@ def test_memory_a_receiver_still_reads_is_not_reused(tmp_path):
         assert wait_for(lambda: not sender._holder.leases)
         taken = [buffers.take(SHAPE[0], SHAPE) for _ in range(2)]
         assert any(sender.shared_pool.locate(t) is not None for t in taken)
-    finally:
-        collector.close()
-        receiver.close()
-        sender.close(linger=0)
 
 
-def test_a_receiver_that_declines_or_cannot_map_gets_copies(tmp_path):
-    for declines in (True, False):
-        sender, receiver = stream_pair(tmp_path, shared=not declines)
-        if not declines:
-            os.unlink(os.path.join(sender.shared_pool.directory, sender.shared_pool.probe))
-        buffers = SpectrumBuffers(keep=2)
-        buffers.allocate = sender.shared_pool.arrays
-        collector = Collector(receiver)
-        try:
-            assert sender.wait_for_receivers(1, 10)
-            time.sleep(0.2)
-            assert receiver._maps is None
-            sender.begin_series(make_start("copies", channels=SHAPE[1], bins=SHAPE[2]))
-            block = shared_block(buffers.take(4, SHAPE), 0, 4)
-            assert sender.offer(block, 10)
-            assert wait_for(lambda: len(collector.blocks()) == 1)
-            got = collector.blocks()[0]
-            assert np.array_equal(got.spectra, block.spectra)
-            assert sender.shared_pool.locate(got.spectra) is None
-            assert not sender._holder.leases
-            receiver.ack(wire.Ack("copies", 4, 4))
-            assert sender.end_series("done", timeout=10).frames_sent == 4
-        finally:
-            collector.close()
-            receiver.close()
-            sender.close(linger=0)
+@pytest.mark.parametrize("declines", [True, False])
+def test_a_receiver_that_declines_or_cannot_map_gets_copies(tmp_path, declines):
+    with shared_stream(tmp_path, keep=2, shared=not declines, drop_probe=not declines) as (
+            sender, receiver, buffers, collector):
+        sender.begin_series(make_start("copies", channels=SHAPE[1], bins=SHAPE[2]))
+        block = shared_block(buffers.take(4, SHAPE), 0, 4)
+        assert sender.offer(block, 10)
+        assert wait_for(lambda: len(collector.blocks()) == 1)
+        got = collector.blocks()[0]
+        assert np.array_equal(got.spectra, block.spectra)
+        assert not sender._holder.leases
+        receiver.ack(wire.Ack("copies", 4, 4))
+        assert sender.end_series("done", timeout=10).frames_sent == 4
 
 
 def test_no_offer_when_turned_off():
