@@ -186,8 +186,8 @@ class SharedMaps:
         self.token = token
         self._maps: dict[str, mmap.mmap] = {}
         self._lock = threading.Lock()
-        self._issued = 0
         self._done: set[int] = set()
+        #: leases 0.. released-1 are all released (the count the IOC is told)
         self.released = 0
 
     def check_probe(self, name: str) -> None:
@@ -217,24 +217,29 @@ class SharedMaps:
         self._maps[name] = mm
         return mm
 
-    def array(self, name: str, offset: int, dtype: str, shape: list) -> np.ndarray:
-        """A read-only view of the spectra at `offset` in segment `name`; the block
-        counts as released when the last view of it is gone."""
-        mm = self._map(name)
-        count = int(np.prod(shape))
-        if offset < HEADER_BYTES or offset + count * np.dtype(dtype).itemsize > len(mm):
-            raise SharedFramesError(f"offset {offset} outside shared frame memory {name}")
-        base = np.frombuffer(mm, dtype, count=count, offset=offset)
-        with self._lock:
-            seq = self._issued
-            self._issued += 1
-        weakref.finalize(base, self._release, seq)
+    def array(self, name: str, offset: int, lease: int, dtype: str, shape: list) -> np.ndarray:
+        """A read-only view of the spectra at `offset` in segment `name`; `lease` is
+        released when the last view of it is gone (at once if it cannot be made)."""
+        try:
+            mm = self._map(name)
+            count = int(np.prod(shape))
+            if offset < HEADER_BYTES or offset + count * np.dtype(dtype).itemsize > len(mm):
+                raise SharedFramesError(f"offset {offset} outside shared frame memory {name}")
+            base = np.frombuffer(mm, dtype, count=count, offset=offset)
+        except Exception:
+            self.release(lease)
+            raise
+        weakref.finalize(base, self.release, lease)
         return base.reshape(shape)
 
-    def _release(self, seq: int) -> None:
+    def release(self, lease: int) -> None:
+        """This lease's memory is not read here any more. Leases are numbered by the IOC;
+        the count it is told covers only leases all released before it, so one still
+        held keeps every later one from counting (never the other way round)."""
         # finalizers run in whichever thread drops the last view (the writer's, often)
         with self._lock:
-            self._done.add(seq)
+            if lease >= self.released:
+                self._done.add(lease)
             while self.released in self._done:
                 self._done.remove(self.released)
                 self.released += 1

@@ -134,10 +134,10 @@ class _Holder:
     in_flight: collections.deque = field(default_factory=collections.deque)   # [frames, bytes per frame]
     in_flight_bytes: int = 0
     shared: bool = False   # it maps our frame memory (wire.Shared): spectra go by reference
-    #: blocks sent by reference, oldest first, kept (so their memory is not reused) until
-    #: the receiver's ack says it holds no view of them (Ack.shared_released)
+    #: (lease, block) of blocks sent by reference, oldest first, kept (so their memory is
+    #: not reused) until the receiver's ack says it released every lease below that one
     leases: collections.deque = field(default_factory=collections.deque)
-    leases_released: int = 0
+    next_lease: int = 0
 
     @property
     def unsettled(self) -> int:
@@ -161,9 +161,9 @@ class _Holder:
                 self.in_flight.popleft()
 
     def release_leases(self, released: int) -> None:
-        while self.leases_released < released and self.leases:
+        """Leases 0.. released-1 are released by the receiver."""
+        while self.leases and self.leases[0][0] < released:
             self.leases.popleft()
-            self.leases_released += 1
 
 
 @dataclass
@@ -747,7 +747,9 @@ class StreamSender:
                 return reason
         where = None
         if holder.shared and self.shared_pool is not None:
-            where = self.shared_pool.locate(block.spectra)
+            located = self.shared_pool.locate(block.spectra)
+            if located is not None:
+                where = (*located, holder.next_lease)
         parts = wire.encode_block(block, series.start.series_id, shared=where)
         # a block sent by reference takes the same credit: the receiver holds its frames
         nbytes = sum(getattr(block, name).nbytes for name in wire.ARRAY_PARTS)
@@ -756,7 +758,8 @@ class StreamSender:
             reason = self._send(holder, parts, deadline, abortable=True)
         if reason is None:
             if where is not None:
-                holder.leases.append(block)
+                holder.leases.append((holder.next_lease, block))
+                holder.next_lease += 1
             holder.sent += block.count
             holder.in_flight.append([block.count, nbytes // max(block.count, 1)])
             holder.in_flight_bytes += nbytes // max(block.count, 1) * block.count
@@ -919,6 +922,7 @@ class StreamReceiver:
     def _recv_ready(self) -> Optional[wire.Message]:
         while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            hdr: dict = {}
             try:
                 hdr = wire.header(parts)   # parsed once, for the check and the decode
                 if wire.is_control(hdr):
@@ -929,6 +933,9 @@ class StreamReceiver:
             except wire.WireFormatError as exc:
                 self.bad_messages += 1
                 log.error("dropping malformed stream message: %s", exc)
+                lease = wire.shared_lease(hdr)
+                if lease is not None and self._maps is not None:
+                    self._maps.release(lease)   # nothing of it is held here
                 continue
             if self.auto_ack:
                 self._auto_acknowledge(msg)

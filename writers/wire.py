@@ -297,10 +297,11 @@ def encode_start(start: SeriesStart) -> list[bytes]:
 
 
 def encode_block(block: FrameBlock, series_id: str | None = None,
-                 shared: Optional[tuple[str, int]] = None) -> list[Union[bytes, memoryview]]:
+                 shared: Optional[tuple[str, int, int]] = None) -> list[Union[bytes, memoryview]]:
     """Five-part message: JSON header, then the four arrays as zero-copy memoryviews.
-    ``shared`` (segment, offset): the spectra lie there in shared memory
-    (shared_frames.py); their part is then empty and the header says where."""
+    ``shared`` (segment, offset, lease): the spectra lie there in shared memory
+    (shared_frames.py); their part is then empty and the header says where, and
+    which lease (numbered from 0 over the connection) the receiver releases."""
     block.validate()
     arrays = [_as_wire_array(getattr(block, name)) for name in ARRAY_PARTS]
     if shared is not None:
@@ -319,7 +320,8 @@ def encode_block(block: FrameBlock, series_id: str | None = None,
     parts: list[Union[bytes, memoryview]] = [_json_part(header)]
     parts.extend(memoryview(arr).cast("B") for arr in arrays)
     if shared is not None:
-        header["spectra"]["shared"] = {"segment": shared[0], "offset": int(shared[1])}
+        header["spectra"]["shared"] = {"segment": shared[0], "offset": int(shared[1]),
+                                       "lease": int(shared[2])}
         parts[0], parts[1] = _json_part(header), b""
     return parts
 
@@ -406,8 +408,18 @@ def _fields_from(cls: type, hdr: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hdr.items() if k in names}
 
 
-#: Resolves a shared-memory spectra reference: (segment, offset, dtype, shape) -> array.
-SharedResolver = Callable[[str, int, str, list], np.ndarray]
+#: Resolves a shared-memory spectra reference: (segment, offset, lease, dtype, shape) -> array.
+SharedResolver = Callable[[str, int, int, str, list], np.ndarray]
+
+
+def shared_lease(hdr: dict[str, Any]) -> Optional[int]:
+    """The lease of a frames header whose spectra are in shared memory, else None
+    (a receiver that cannot decode the message still releases its lease)."""
+    try:
+        lease = hdr["spectra"]["shared"]["lease"]
+    except (KeyError, TypeError):
+        return None
+    return lease if isinstance(lease, int) and not isinstance(lease, bool) and lease >= 0 else None
 
 
 def _decode_frames(hdr: dict[str, Any], parts: Sequence[Any],
@@ -455,11 +467,11 @@ def _shared_spectra(where: Any, dtype: str, shape: list, part: memoryview,
     if part.nbytes:
         raise WireFormatError("spectra both in shared memory and in the message")
     try:
-        segment, offset = str(where["segment"]), int(where["offset"])
+        segment, offset, lease = str(where["segment"]), int(where["offset"]), int(where["lease"])
     except (KeyError, TypeError, ValueError) as exc:
         raise WireFormatError(f"malformed shared-memory reference {where!r}") from exc
     try:
-        return shared(segment, offset, dtype, shape)
+        return shared(segment, offset, lease, dtype, shape)
     except OSError as exc:
         raise WireFormatError(str(exc)) from exc
 
