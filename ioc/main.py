@@ -13,6 +13,7 @@ from typing import Optional
 
 
 from xspress3.driver import LibraryError, Xspress3Error
+from xspress3.writers.shared_frames import default_directory
 from xspress3.writers.stream_keys import ServerKeys, StreamKeyError
 
 from .access_security import AccessPolicy, AcfError, load_acf, secured_context
@@ -91,6 +92,9 @@ def parse_args(argv=None) -> tuple[IocOptions, argparse.Namespace]:
         stream_shm=None if args.stream_shm is None else (none_or(args.stream_shm) or ""))
     if options.data_root is not None and not os.path.isdir(options.data_root):
         p.error(f"--data-root {args.data_root}: not an existing directory")
+    if options.stream_shm and not (os.path.isdir(options.stream_shm)
+                                   and os.access(options.stream_shm, os.W_OK | os.X_OK)):
+        p.error(f"--stream-shm {options.stream_shm}: not a directory this user can write")
     if options.stream_keys is not None:
         try:
             ServerKeys(options.stream_keys)
@@ -184,6 +188,10 @@ def main(argv=None) -> int:
               + " (limit with --interfaces, --stream, --monitor)", flush=True)
     if options.data_root is not None:
         print(f"xspress3-ioc: files only under the data root {options.data_root}", flush=True)
+    shared = default_directory() if options.stream_shm is None else options.stream_shm
+    if options.stream and shared:
+        print(f"xspress3-ioc: frames in shared memory under {shared} for a receiver on this host "
+              "(--stream-shm none: every frame over the socket)", flush=True)
     if options.stream_keys is not None:
         print(f"xspress3-ioc: stream and monitor need CURVE keys from {options.stream_keys}", flush=True)
     if access is not None:

@@ -39,6 +39,7 @@ def test_stream_shm_puts_the_frame_memory_where_asked_and_removes_it_at_stop(tmp
         files = os.listdir(shm)
         assert files and all(name.startswith(f"xspress3-{ioc.proc.pid}-") for name in files), files
         assert all(stat.S_IMODE(os.stat(shm / name).st_mode) == 0o600 for name in files)
+        assert f"frames in shared memory under {shm} for a receiver on this host" in ioc.output()
     finally:
         assert ioc.stop(signal.SIGINT) == 0
     assert os.listdir(shm) == []
@@ -49,6 +50,14 @@ def test_stream_shm_puts_the_frame_memory_where_asked_and_removes_it_at_stop(tmp
             assert not [n for n in os.listdir(default) if n.startswith(f"xspress3-{ioc.proc.pid}-")]
     finally:
         assert ioc.stop(signal.SIGINT) == 0
+
+
+def test_a_stream_shm_that_is_not_a_writable_directory_stops_the_ioc_at_start(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "xspress3.ioc.main", "--stream-shm",
+                             str(tmp_path / "missing"), "--settings", "none"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--stream-shm" in result.stderr and "missing" in result.stderr
 
 
 def test_a_missing_sdk_library_is_a_clear_error(tmp_path):
