@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--no-settle", action="store_true",
                     help="no sync + warm pages before each measurement")
-    ap.add_argument("--block", type=int, default=BLOCK_FRAMES,
+    ap.add_argument("--block", type=int, default=128,
                     help="frames per block handed to the writers (tofile's write size; at most 128)")
     ap.add_argument("--pace", type=float, default=0.0,
                     help="hand out blocks at this many frames/s, as a detector would (default: at once)")
