@@ -10,6 +10,7 @@ frame) for every way of writing them, each a new file in one temporary directory
   series        `layout.create` + `SeriesFile.append` of 128-frame blocks, flush
                 every 0.25 s as the receiver does, then `close(True)`
   series_*      the same with file-level settings changed (see VARIANTS)
+  series_before the same with writers/layout.py of another git revision (--before)
   writer        `HDF5Writer` (its own thread) fed the same blocks, open to close
 
 CPU is process user + system (`resource.getrusage(RUSAGE_SELF)`), so the writer
@@ -22,6 +23,7 @@ free the run's volume of memory) unless --no-settle.
 
 Usage: python benchmarks/write_cost.py [--frames 4096] [--rounds 5] [--dir /tmp]
        [--only tofile,series,...] [--no-settle] [--pace FRAMES_PER_S] [--block 128]
+       [--before GIT_REV]
 """
 from __future__ import annotations
 
@@ -142,7 +144,8 @@ def run_write_1m(d: Path, pool, frames: int, keep: list) -> Meter:
 
 
 def run_series(d: Path, pool, frames: int, keep: list, file_kw: dict = None,
-               flush_s: float = FLUSH_S) -> Meter:
+               flush_s: float = FLUSH_S, module=None) -> Meter:
+    layout = module or globals()["layout"]
     path = d / f"series-{time.monotonic_ns()}.h5"
     orig = layout.h5py.File
     if file_kw:
@@ -206,6 +209,23 @@ VARIANTS = {
 }
 
 
+def layout_at(rev: str):
+    """writers/layout.py as it is at git revision ``rev``, loaded beside the current one
+    (same package, so its relative imports work), for before/after in one run."""
+    import importlib.util
+    import subprocess
+    src = subprocess.run(["git", "show", f"{rev}:writers/layout.py"], check=True, capture_output=True,
+                         text=True, cwd=Path(layout.__file__).resolve().parent).stdout
+    tmp = Path(tempfile.mkdtemp(prefix="write_cost-layout-")) / "layout_before.py"
+    tmp.write_text(src)
+    name = f"{layout.__package__}._layout_{rev.replace('~', '_').replace('^', '_')}"
+    spec = importlib.util.spec_from_file_location(name, tmp)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=4096)
@@ -217,8 +237,14 @@ def main(argv=None) -> int:
                     help="frames per block handed to the writers (tofile's write size; at most 128)")
     ap.add_argument("--pace", type=float, default=0.0,
                     help="hand out blocks at this many frames/s, as a detector would (default: at once)")
+    ap.add_argument("--before", metavar="REV",
+                    help="also series_before: the series with writers/layout.py of git revision REV")
     ap.add_argument("--only", default=",".join(VARIANTS))
     args = ap.parse_args(argv)
+    if args.before:
+        VARIANTS["series_before"] = (run_series, {"module": layout_at(args.before)}, True)
+        if "series_before" not in args.only.split(","):
+            args.only += ",series_before"
     global PACE, BLOCK_FRAMES
     PACE, BLOCK_FRAMES = args.pace, args.block
     names = [n for n in args.only.split(",") if n]
