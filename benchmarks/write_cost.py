@@ -9,7 +9,8 @@ frame) for every way of writing them, each a new file in one temporary directory
   write_1m      an `os.write` loop of 1 MiB pieces (the size of one HDF5 chunk)
   series        `layout.create` + `SeriesFile.append` of 128-frame blocks, flush
                 every 0.25 s as the receiver does, then `close(True)`
-  series_*      the same with file-level settings changed (see VARIANTS)
+  series_*      the same with file-level settings changed (see VARIANTS): no periodic
+                flush, chunks aligned to 4 KiB or 1 MiB, paged file-space aggregation
   series_before the same with writers/layout.py of another git revision (--before)
   writer        `HDF5Writer` (its own thread) fed the same blocks, open to close
 
@@ -205,6 +206,9 @@ VARIANTS = {
     "series_noflush": (run_series, {"flush_s": 1e9}, True),
     "series_align4k": (run_series, {"file_kw": {"alignment_threshold": 65536, "alignment_interval": 4096}}, True),
     "series_align1m": (run_series, {"file_kw": {"alignment_threshold": 65536, "alignment_interval": 1 << 20}}, True),
+    "series_paged": (run_series, {"file_kw": {"fs_strategy": "page", "fs_page_size": 4096,
+                                              "page_buf_size": 1 << 20}}, True),
+    "series_paged_nobuf": (run_series, {"file_kw": {"fs_strategy": "page", "fs_page_size": 4096}}, True),
     "writer": (run_writer, {}, True),
 }
 
@@ -288,13 +292,13 @@ def main(argv=None) -> int:
     print(f"{args.frames} frames of {FRAME_BYTES // 1024} KiB per run, {args.rounds} rounds, median; "
           f"CPU us per frame; dir {args.dir}"
           + f"; blocks of {BLOCK_FRAMES} frames" + (f"; paced at {PACE:.0f} frames/s" if PACE else ""))
-    print(f"| {'way':<16} | {'user':>6} | {'sys':>6} | {'user+sys':>8} | {'thread':>6} | {'x ' + ref:>9} "
+    print(f"| {'way':<18} | {'user':>6} | {'sys':>6} | {'user+sys':>8} | {'thread':>6} | {'x ' + ref:>9} "
           f"| {'min u+s':>7} | {'wall':>6} | {'minflt/fr':>9} |")
-    print("|" + "|".join("-" * w for w in (18, 8, 8, 10, 8, 11, 9, 8, 11)) + "|")
+    print("|" + "|".join("-" * w for w in (20, 8, 8, 10, 8, 11, 9, 8, 11)) + "|")
     for name in names:
         us = [1e6 * (m.user + m.sys) / args.frames for m in res[name]]
         tot = statistics.median(us)
-        print(f"| {name:<16} | {med(name, 'user'):6.1f} | {med(name, 'sys'):6.1f} | {tot:8.1f} | "
+        print(f"| {name:<18} | {med(name, 'user'):6.1f} | {med(name, 'sys'):6.1f} | {tot:8.1f} | "
               f"{med(name, 'thread'):6.1f} | {tot / base:9.2f} | {min(us):7.1f} | {med(name, 'wall'):6.1f} | "
               f"{statistics.median(m.minflt for m in res[name]) / args.frames:9.2f} |")
     parted = [n for n in names if all(hasattr(m, "parts") for m in res[n])]
@@ -302,7 +306,7 @@ def main(argv=None) -> int:
         print(f"\nparts of the series runs (median us per frame, process CPU): "
               "create = layout.create, flush = the periodic flushes (0.25 s), close = close(True)")
         for name in parted:
-            print(f"  {name:<16} " + ", ".join(
+            print(f"  {name:<18} " + ", ".join(
                 f"{k} {1e6 * statistics.median(m.parts[k] for m in res[name]) / args.frames:.2f}"
                 for k in ("create", "flush", "close")))
     return 0
