@@ -226,7 +226,10 @@ def layout_at(rev: str):
     spec = importlib.util.spec_from_file_location(name, tmp)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
-    spec.loader.exec_module(mod)
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
     return mod
 
 
