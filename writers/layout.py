@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 import bitshuffle
 import h5py
 import hdf5plugin
+from h5py import h5s
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -283,7 +284,8 @@ class SeriesFile:
         self._check_space(block.spectra.nbytes + block.scalers.nbytes)
         with self._guard("write"):
             i = self.frames_written
-            self._data.resize(i + n, axis=0)
+            # H5Dset_extent itself: Dataset.resize costs ~12 us more per block in Python
+            self._data.id.set_extent((i + n, self.start.channels, self.start.bins))
             self._write_spectra(i, np.ascontiguousarray(block.spectra, dtype=self._data.dtype))
             done = 0
             while done < n:
@@ -399,19 +401,20 @@ class SeriesFile:
         self._staged = e
 
     def _write_staged(self) -> None:
+        """Append the staged per-frame values to their datasets (once per flush and at the
+        close). Through h5py's low-level calls (H5Dset_extent, a hyperslab, H5Dwrite):
+        Dataset.resize + write_direct cost ~60 us per dataset in Python against ~25,
+        i.e. 3.3 against 1.6 ms per flush for the 4 x 11 NDAttributes (~0.5 us per
+        frame at a flush every 0.25 s and 12 000 frames/s)."""
         m = self._staged
         if m == 0:
             return
         a = self._attrs_written
-        sel = np.s_[a:a + m]
         for c, datasets in enumerate(self._attr_ds):
             for j, ds in enumerate(datasets):
-                ds.resize(a + m, axis=0)
-                ds.write_direct(np.ascontiguousarray(self._stage[c, j, :m]), dest_sel=sel)
-        self._frame_numbers.resize(a + m, axis=0)
-        self._frame_numbers.write_direct(self._stage_numbers[:m], dest_sel=sel)
-        self._scalers.resize(a + m, axis=0)
-        self._scalers.write_direct(self._stage_scalers[:m], dest_sel=sel)
+                _append_rows(ds, a, self._stage[c, j, :m])
+        _append_rows(self._frame_numbers, a, self._stage_numbers[:m])
+        _append_rows(self._scalers, a, self._stage_scalers[:m])
         self._attrs_written = a + m
         self._staged = 0
 
@@ -490,6 +493,17 @@ class SeriesFile:
             log.exception("closing detached %s failed", self.path)
             _BROKEN.append(self)
         log.warning("closed %s after a write error: %d frames, incomplete", self.path, self.frames_written)
+
+
+def _append_rows(ds: h5py.Dataset, first: int, rows: np.ndarray) -> None:
+    """Extend ``ds`` along axis 0 to ``first + len(rows)`` and write ``rows`` (C-contiguous,
+    the dataset's dtype, its other dimensions) at ``first``: what ``ds.resize`` and
+    ``ds.write_direct(rows, dest_sel=np.s_[first:...])`` do, without their Python."""
+    rows = np.ascontiguousarray(rows)
+    ds.id.set_extent((first + rows.shape[0],) + rows.shape[1:])
+    fspace = ds.id.get_space()
+    fspace.select_hyperslab((first,) + (0,) * (rows.ndim - 1), rows.shape)
+    ds.id.write(h5s.create_simple(rows.shape), fspace, rows)
 
 
 #: Handles HDF5 could not close; kept referenced so that no destructor runs on them.

@@ -152,3 +152,44 @@ def test_chunks_compress_on_the_pool_with_one_openmp_thread_each(tmp_path):
     names = [pool.submit(lambda: threading.current_thread().name).result() for _ in range(4)]
     assert all(name.startswith("xspress3-encode") for name in names)
     np.testing.assert_array_equal(layout.read_frames(tmp_path / "p.h5").spectra, expected)
+
+
+@pytest.mark.parametrize("dtype, tail", [(np.float64, ()), (np.int64, ()), (np.uint32, (4, 9))])
+def test_append_rows_writes_what_resize_and_write_direct_write(tmp_path, dtype, tail):
+    rng = np.random.default_rng(7)
+    with h5py.File(tmp_path / "rows.h5", "w", libver="latest") as h5:
+        ours = h5.create_dataset("ours", shape=(0,) + tail, maxshape=(None,) + tail, chunks=(64,) + tail, dtype=dtype)
+        ref = h5.create_dataset("ref", shape=(0,) + tail, maxshape=(None,) + tail, chunks=(64,) + tail, dtype=dtype)
+        first = 0
+        for m in (1, 63, 64, 100, 7):
+            rows = (rng.random((m,) + tail) * 1e6).astype(dtype)
+            layout._append_rows(ours, first, rows[::1])
+            ref.resize(first + m, axis=0)
+            ref.write_direct(rows, dest_sel=np.s_[first:first + m])
+            first += m
+        assert ours.shape == ref.shape == (first,) + tail
+        np.testing.assert_array_equal(ours[()], ref[()])
+
+
+def test_per_frame_values_staged_across_flushes_read_back(tmp_path):
+    path = tmp_path / "staged.h5"
+    start = make_start("staged", channels=4, bins=64)
+    handle = layout.create(path, start, "None")
+    first, blocks = 0, []
+    for i, n in enumerate([3, 50, 1, 17]):
+        blocks.append(block_values(first, n, channels=4, bins=64))
+        handle.append(blocks[-1])
+        first += n
+        if i % 2 == 0:
+            handle.flush()
+            with h5py.File(path, "r", swmr=True) as reader:
+                assert reader[layout.FRAME_NUMBERS].shape == (first,)
+                assert reader[layout.SCALERS].shape == (first, 4, 9)
+    handle.close(complete=True)
+    got = layout.read_frames(path)
+    assert got.count == first
+    with h5py.File(path, "r") as h5:
+        np.testing.assert_array_equal(h5[layout.FRAME_NUMBERS][()], np.arange(first))
+        np.testing.assert_array_equal(h5[layout.SCALERS][()], np.concatenate([b.scalers for b in blocks]))
+        dtf = h5[f"{layout.NDATTRIBUTES}/{layout.ndattribute_name(2, 'DTFactor')}"][()]
+        np.testing.assert_array_equal(dtf, np.concatenate([b.dtfactor[:, 1] for b in blocks]))
