@@ -188,6 +188,9 @@ def _ns() -> dict:
     ns["stream_paced"] = pvproperty(name="StreamPaced_RBV", value=0.0, read_only=True, units="s",
                                     precision=2,
                                     doc="Time this run waited for the receiver's credit (it set the pace).")
+    ns["stream_shared"] = enum_pv("StreamShared_RBV", enums.NO_YES, 0, read_only=True,
+                                  doc="Yes while the receiver holding the stream maps the IOC's frame "
+                                      "memory (same host: spectra by shared memory, no copy).")
     ns["stream_lost_reason"] = text_pv("StreamLostReason_RBV", "", read_only=True,
                                        doc="Why stream frames were lost in this run, if any.")
     ns["simulation"] = enum_pv("Simulation_RBV", enums.NO_YES, 0, read_only=True,

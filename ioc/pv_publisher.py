@@ -74,6 +74,7 @@ class PvPublisher:
             await det.stream_frames_sent.write(value.frames_sent)
             await det.stream_frames_lost.write(value.frames_lost)
             await det.stream_paced.write(round(value.paced_s, 3))
+            await det.stream_shared.write(enums.NO_YES[bool(value.shared)])
             await det.stream_lost_reason.write(value.lost_reason[:255])
         elif key is Out.CONNECTED:
             await det.connected.write(enums.CONNECTED[1 if value else 0])

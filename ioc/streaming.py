@@ -21,6 +21,7 @@ class StreamStats:
     frames_lost: int
     lost_reason: str
     paced_s: float = 0.0
+    shared: bool = False   # the holder maps the IOC's frame memory
 
 
 def make_sender(options: IocOptions, keys: Optional[ServerKeys] = None) -> StreamSender:
@@ -34,4 +35,5 @@ def make_sender(options: IocOptions, keys: Optional[ServerKeys] = None) -> Strea
 def stream_stats(sender: StreamSender) -> StreamStats:
     reasons = sender.lost_reasons
     return StreamStats(sender.receivers, sender.frames_sent, sender.frames_lost,
-                       "; ".join(f"{k}: {v}" for k, v in reasons.items()), sender.paced_s)
+                       "; ".join(f"{k}: {v}" for k, v in reasons.items()), sender.paced_s,
+                       sender.receiver_shared)

@@ -335,6 +335,12 @@ class StreamSender:
         return self._receivers
 
     @property
+    def receiver_shared(self) -> bool:
+        """The receiver holding the stream maps our frame memory (spectra go by reference)."""
+        holder = self._holder
+        return holder is not None and holder.shared
+
+    @property
     def refused(self) -> int:
         """Receivers refused since start because another one held the stream."""
         return self._refused

@@ -216,6 +216,8 @@ def test_full_rate_stream_keeps_every_frame_intact(tmp_path, transport):
         received.mkdir()
         extra = ["--log-level", "INFO"] + (["--no-shared-memory"] if transport == "copy" else [])
         proc = start_receiver(ioc, received, "--max-series", "1", *extra)
+        ioc.wait_for("det1:StreamShared_RBV", lambda v: v == ("Yes" if transport == "shared" else "No"),
+                     timeout=10)
         builtin = capture_and_run(ioc, tmp_path, "fast", 20000, exposure=0.00002)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out
