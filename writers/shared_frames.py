@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import mmap
+import fcntl
 import os
 import re
 import secrets
+import stat
 import threading
 import weakref
 from dataclasses import dataclass
@@ -36,11 +38,33 @@ MAGIC = b"XSP3SHM1"
 HEADER_BYTES = 4096
 DEFAULT_DIR = "/dev/shm"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
-_SEGMENT_NAME = re.compile(r"^xspress3-(\d+)-[0-9a-f]{8}-\d+$")
+_SEGMENT_NAME = re.compile(r"^(xspress3-\d+-[0-9a-f]{8})-\d+$")   # group 1: one IOC's prefix
+#: Segments a receiver keeps mapped for later blocks: the probe and the IOC's newest two
+MAPS_KEPT = 3
 
 
 class SharedFramesError(OSError):
     """A segment cannot be used (missing, another token, outside the directory)."""
+
+
+def pid_namespace() -> int:
+    """This process's pid namespace (inode of /proc/self/ns/pid), 0 where unknown: a
+    pid names a process only in its own namespace."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def process_alive(pid: int) -> bool:
+    """The process runs (or is a zombie not yet reaped: its memory may still be read)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_directory() -> str:
@@ -61,35 +85,56 @@ def _check_name(name: str) -> None:
 class _Segment:
     name: str
     path: str
-    address: int     # of the first array byte
-    size: int        # array bytes
+
+
+def _lock_file(fd: int) -> bool:
+    """Take the exclusive lock of a segment file without waiting; False if another
+    process holds it. The IOC holds its probe's lock for its life: the kernel drops
+    it when the IOC dies, whatever its pid means here (containers, pid reuse)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def remove_stale(directory: str) -> list[str]:
     """Remove the segments of IOCs that died without removing them (SIGKILL), ours only:
-    each holds up to ~130 MB of memory until the host restarts. Returns their names."""
-    removed = []
+    each holds up to ~130 MB of memory until the host restarts. An IOC's files share
+    the prefix of its probe (segment 0), whose lock it holds while it runs. Returns
+    the names removed."""
+    groups: dict[str, list[str]] = {}
     for name in os.listdir(directory):
         match = _SEGMENT_NAME.match(name)
-        if match is None:
-            continue
-        path = os.path.join(directory, name)
+        if match is not None:
+            groups.setdefault(match.group(1), []).append(name)
+    removed = []
+    for prefix, names in groups.items():
+        probe = os.path.join(directory, f"{prefix}-0")
         try:
-            if os.stat(path).st_uid != os.getuid():
+            if os.stat(probe).st_uid != os.getuid():
                 continue
-            os.kill(int(match.group(1)), 0)
-            continue                       # that IOC runs
-        except ProcessLookupError:
-            pass
-        except (PermissionError, FileNotFoundError):
-            continue                       # another user's process, or gone meanwhile
+            fd = os.open(probe, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            fd = None          # its probe is gone: nobody can hold the lock
+        except OSError:
+            continue
         try:
-            os.unlink(path)
-            removed.append(name)
-        except OSError as exc:
-            log.warning("stale shared frame memory %s not removed: %s", path, exc)
+            if fd is not None and not _lock_file(fd):
+                continue       # that IOC runs
+            for name in names:
+                try:
+                    os.unlink(os.path.join(directory, name))
+                    removed.append(name)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.warning("stale shared frame memory %s not removed: %s", name, exc)
+        finally:
+            if fd is not None:
+                os.close(fd)
     if removed:
-        log.info("removed shared frame memory of IOCs no longer running: %s", ", ".join(removed))
+        log.info("removed shared frame memory of IOCs no longer running: %s", ", ".join(sorted(removed)))
     return removed
 
 
@@ -97,16 +142,24 @@ class SharedPool:
     """IOC side: segments of frame memory in `directory`, and where an array lies in them."""
 
     def __init__(self, directory: Optional[str] = None) -> None:
-        self.directory = default_directory() if directory is None else directory
+        chosen = default_directory() if directory is None else directory
+        self.directory = os.path.realpath(chosen) if chosen else ""   # the receiver's path too
         self.token = secrets.token_hex(16)
         self._prefix = f"xspress3-{os.getpid()}-{self.token[:8]}"
         self._segments: list[_Segment] = []
+        #: id(base) -> (weak reference to the base, segment name, offset of the base):
+        #: arrays are found by the base they view, never by address (a freed segment's
+        #: addresses may be reused by the next one)
+        self._bases: dict[int, tuple] = {}
         self._count = 0
         self._lock = threading.Lock()
         self._probe: Optional[_Segment] = None
+        self._probe_fd: Optional[int] = None
         if self.directory:
             remove_stale(self.directory)
             self._probe = self._create(0)[0]
+            self._probe_fd = os.open(self._probe.path, os.O_RDONLY)
+            _lock_file(self._probe_fd)
 
     @property
     def probe(self) -> str:
@@ -117,7 +170,7 @@ class SharedPool:
         name = f"{self._prefix}-{self._count}"
         self._count += 1
         path = os.path.join(self.directory, name)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             # reserve the pages now: a full tmpfs then fails here (ENOSPC), where touching
             # a page of a sparse file later would kill the IOC with SIGBUS
@@ -129,8 +182,7 @@ class SharedPool:
         finally:
             os.close(fd)
         mm[:len(_header(self.token))] = _header(self.token)
-        address = np.frombuffer(mm, np.uint8, count=1, offset=HEADER_BYTES).ctypes.data if nbytes else 0
-        return _Segment(name, path, address, nbytes), mm
+        return _Segment(name, path), mm
 
     def arrays(self, count: int, shape: tuple, dtype=np.uint32) -> list[np.ndarray]:
         """`count` arrays of `shape` in one new segment. Each is its own base (views of
@@ -139,24 +191,28 @@ class SharedPool:
         mapped them keeps its mapping)."""
         one = int(np.prod(shape)) * np.dtype(dtype).itemsize
         segment, mm = self._create(count * one)
-        with self._lock:
-            old, self._segments = self._segments[:-1], self._segments[-1:] + [segment]
-        for s in old:
-            self._remove(s)
         # np.ndarray over the mapping (not a reshaped frombuffer, itself a view): views of
         # a base then refer to the base
-        return [np.ndarray(shape, dtype, buffer=mm, offset=HEADER_BYTES + i * one)
-                for i in range(count)]
+        bases = [np.ndarray(shape, dtype, buffer=mm, offset=HEADER_BYTES + i * one)
+                 for i in range(count)]
+        with self._lock:
+            old, self._segments = self._segments[:-1], self._segments[-1:] + [segment]
+            self._bases = {k: v for k, v in self._bases.items() if v[0]() is not None}
+            for i, base in enumerate(bases):
+                self._bases[id(base)] = (weakref.ref(base), segment.name, HEADER_BYTES + i * one)
+        for s in old:
+            self._remove(s)
+        return bases
 
     def locate(self, arr: np.ndarray) -> Optional[tuple[str, int]]:
-        """(segment name, byte offset) of a C-contiguous array inside a segment, else None."""
-        if not arr.flags.c_contiguous:
+        """(segment name, byte offset) of a C-contiguous array that is one of our bases
+        or a view of one, else None."""
+        base = arr if arr.base is None or not isinstance(arr.base, np.ndarray) else arr.base
+        entry = self._bases.get(id(base))
+        if entry is None or entry[0]() is not base or not arr.flags.c_contiguous:
             return None
-        address = arr.__array_interface__["data"][0]
-        for s in self._segments:
-            if s.address <= address and address + arr.nbytes <= s.address + s.size:
-                return s.name, HEADER_BYTES + address - s.address
-        return None
+        start = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        return entry[1], entry[2] + start
 
     @staticmethod
     def _remove(segment: _Segment) -> None:
@@ -171,10 +227,14 @@ class SharedPool:
         """Remove every segment file (mappings in use stay valid until unmapped)."""
         with self._lock:
             segments, self._segments = self._segments, []
+            self._bases = {}
         if self._probe is not None:
             segments.append(self._probe)
         for s in segments:
             self._remove(s)
+        if self._probe_fd is not None:
+            os.close(self._probe_fd)
+            self._probe_fd = None
 
 
 class SharedMaps:
@@ -184,8 +244,10 @@ class SharedMaps:
     def __init__(self, directory: str, token: str) -> None:
         self.directory = directory
         self.token = token
-        self._maps: dict[str, mmap.mmap] = {}
-        self._lock = threading.Lock()
+        self._maps: dict[str, mmap.mmap] = {}    # oldest first
+        # reentrant: a garbage collection inside `release` may run a finalizer, which
+        # releases another lease in the same thread
+        self._lock = threading.RLock()
         self._done: set[int] = set()
         #: leases 0.. released-1 are all released (the count the IOC is told)
         self.released = 0
@@ -200,13 +262,18 @@ class SharedMaps:
             return mm
         _check_name(name)
         path = os.path.join(self.directory, name)
-        try:
-            fd = os.open(path, os.O_RDONLY)
+        try:   # no link, no FIFO that would block the open: a regular file of our user
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             raise SharedFramesError(f"cannot open shared frame memory {path}: {exc.strerror}") from exc
         try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                raise SharedFramesError(f"{path} is not a file of this user")
             mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
         except (OSError, ValueError) as exc:
+            if isinstance(exc, SharedFramesError):
+                raise
             raise SharedFramesError(f"cannot map shared frame memory {path}: {exc}") from exc
         finally:
             os.close(fd)
@@ -215,6 +282,8 @@ class SharedMaps:
             mm.close()
             raise SharedFramesError(f"{path} is not the IOC's shared frame memory (token differs)")
         self._maps[name] = mm
+        while len(self._maps) > MAPS_KEPT:   # the IOC removed older ones; views keep their own
+            del self._maps[next(iter(self._maps))]
         return mm
 
     def array(self, name: str, offset: int, lease: int, dtype: str, shape: list) -> np.ndarray:

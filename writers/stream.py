@@ -40,7 +40,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import wire
-from .shared_frames import SharedFramesError, SharedMaps, SharedPool
+from .shared_frames import SharedFramesError, SharedMaps, SharedPool, pid_namespace, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ OWN_REASONS = (REASON_NO_RECEIVER, REASON_END_TIMEOUT, REASON_SEND_TIMEOUT, REAS
                REASON_RECEIVER_GONE, REASON_UNCONFIRMED, REASON_RECEIVER_FAILED)
 
 _POLL_MS = 100
+#: How often the blocks of receivers that went away are checked for release
+ORPHAN_CHECK_S = 0.5
 #: Credit-only acks go out at most this often (each costs the IOC a decode).
 ACK_INTERVAL_S = 0.005
 #: Waiting this long for credit in a series is logged as "the receiver sets the pace".
@@ -134,6 +136,7 @@ class _Holder:
     in_flight: collections.deque = field(default_factory=collections.deque)   # [frames, bytes per frame]
     in_flight_bytes: int = 0
     shared: bool = False   # it maps our frame memory (wire.Shared): spectra go by reference
+    pid: int = 0           # its process (wire.Shared), for the leases it may hold after a drop
     #: (lease, block) of blocks sent by reference, oldest first, kept (so their memory is
     #: not reused) until the receiver's ack says it released every lease below that one
     leases: collections.deque = field(default_factory=collections.deque)
@@ -271,6 +274,9 @@ class StreamSender:
         self._linger_ms = 1000
         self._waker = Waker()
         self._shared_dir = shared_dir
+        #: (receiver pid, leases) of holders that went away: kept while that process lives
+        self._orphans: list[tuple[int, collections.deque]] = []
+        self._orphans_checked = 0.0
         #: the frame memory offered to a receiver on this host (made by start), or None
         self.shared_pool: Optional[SharedPool] = None
 
@@ -559,6 +565,9 @@ class StreamSender:
             self._read_incoming()
         if self._mon in events:
             self._read_monitor()
+        if self._orphans and time.monotonic() - self._orphans_checked >= ORPHAN_CHECK_S:
+            self._orphans_checked = time.monotonic()
+            self._orphans = [(pid, leases) for pid, leases in self._orphans if process_alive(pid)]
 
     def _read_monitor(self) -> None:
         while self._mon.poll(0):
@@ -585,9 +594,8 @@ class StreamSender:
                     continue
                 if isinstance(msg, wire.Ack):
                     self._on_ack(holder, msg)
-                elif self.shared_pool is not None and msg.token == self.shared_pool.token:
-                    holder.shared = True
-                    log.info("stream: %s maps the frame memory: spectra go by shared memory", holder.name)
+                else:
+                    self._on_shared(holder, msg)
             else:
                 log.error("stream: a receiver sent %s, which only the IOC sends", type(msg).__name__)
 
@@ -620,6 +628,23 @@ class StreamSender:
         offer = (pool.directory, pool.probe, pool.token) if pool is not None else ("", "", "")
         self._send_control(identity, wire.Welcome(window, *offer))
 
+    def _on_shared(self, holder: _Holder, msg: wire.Shared) -> None:
+        if not msg.token:
+            if holder.shared:
+                log.warning("stream: %s cannot map the frame memory any more: frames go by copy", holder.name)
+            holder.shared = False
+            return
+        if self.shared_pool is None or msg.token != self.shared_pool.token:
+            return
+        own = pid_namespace()
+        if not msg.pid or msg.pid_namespace != own:
+            # its pid would not tell us when it is gone: it could still read what we reuse
+            log.info("stream: %s maps the frame memory but runs in another pid namespace: "
+                     "frames go by copy", holder.name)
+            return
+        holder.shared, holder.pid = True, msg.pid
+        log.info("stream: %s maps the frame memory: spectra go by shared memory", holder.name)
+
     def _on_ack(self, holder: _Holder, ack: wire.Ack) -> None:
         holder.release_leases(ack.shared_released)   # over the connection, whatever the series
         if ack.series_id != holder.series_id:
@@ -646,6 +671,10 @@ class StreamSender:
         if holder is None:
             return
         lost = holder.unsettled
+        if holder.leases:   # a process that lost its socket may still read these blocks
+            self._orphans.append((holder.pid, holder.leases))
+            log.info("stream: %d blocks %s may still read stay reserved until its process %d ends",
+                     len(holder.leases), holder.name, holder.pid)
         with self._cond:
             self._receivers = 0
             series = self._series
@@ -883,6 +912,7 @@ class StreamReceiver:
         self.refused_reason = ""
         self.shared = shared
         self._maps: Optional[SharedMaps] = None   # the IOC's frame memory, once welcomed
+        self._failed_here: dict[str, tuple[int, str]] = {}   # series -> (frames, reason)
         self._hello = wire.Hello(window_bytes, name or f"{socket.gethostname()}:{os.getpid()}")
         self._ctx = context or zmq.Context.instance()
         self._sock = receiver_socket(self._ctx, rcvhwm, keys)
@@ -890,7 +920,8 @@ class StreamReceiver:
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._mon, zmq.POLLIN)
-        self._last_ack: Optional[wire.Ack] = None
+        self._last_ack: Optional[wire.Ack] = None     # as sent (with what ack() adds)
+        self._caller_ack: Optional[wire.Ack] = None   # as the caller gave it last
         self._pending_ack: Optional[wire.Ack] = None
         self._last_ack_t = 0.0
         self._auto_series = ""
@@ -936,6 +967,9 @@ class StreamReceiver:
                     continue
                 maps = self._maps
                 msg = wire.decode(parts, hdr, None if maps is None else maps.array)
+            except wire.SharedSpectraError as exc:
+                self._shared_spectra_failed(hdr, str(exc))
+                continue
             except wire.WireFormatError as exc:
                 self.bad_messages += 1
                 log.error("dropping malformed stream message: %s", exc)
@@ -977,19 +1011,33 @@ class StreamReceiver:
             log.info("frames come by copy: %s", exc)
             return
         try:
-            self._sock.send_multipart(wire.encode_control(wire.Shared(welcome.shared_token)), zmq.NOBLOCK)
+            answer = wire.Shared(welcome.shared_token, os.getpid(), pid_namespace())
+            self._sock.send_multipart(wire.encode_control(answer), zmq.NOBLOCK)
         except zmq.Again:
             log.warning("shared-memory answer not sent; frames come by copy")
             return
         self._maps = maps
         log.info("frames come by shared memory (%s)", welcome.shared_dir)
 
+    def _shared_spectra_failed(self, hdr: dict, reason: str) -> None:
+        """Frames whose spectra cannot be mapped here: lost, so acknowledged failed with the
+        reason at once (the IOC counts them and gets its credit back), and the IOC is
+        asked to send copies from now on."""
+        count, series_id = int(hdr.get("count", 0)), str(hdr.get("series_id", ""))
+        log.error("%d frames of %s lost: %s; asking the IOC for copies from now on", count, series_id, reason)
+        done, _ = self._failed_here.get(series_id, (0, ""))
+        self._failed_here = {series_id: (done + count, reason)}   # only the open series counts
+        try:
+            self._sock.send_multipart(wire.encode_control(wire.Shared("")), zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("could not ask the IOC for copies (not connected)")
+        given = self._caller_ack
+        self.ack(given if given is not None and given.series_id == series_id else wire.Ack(series_id, 0, 0))
+
     def _shared_update(self) -> None:
         """Shared blocks let go of since the last ack: say so (the IOC reuses their memory)."""
-        maps, last = self._maps, self._last_ack
-        if maps is not None and last is not None and self._pending_ack is None \
-                and maps.released != last.shared_released:
-            self.ack(last)
+        if self.shared_pending and self._pending_ack is None and self._caller_ack is not None:
+            self.ack(self._caller_ack)
 
     @property
     def shared_pending(self) -> bool:
@@ -1029,8 +1077,13 @@ class StreamReceiver:
         every ACK_INTERVAL_S, and before ``recv`` waits: the counts are cumulative,
         so the last ack says everything the skipped ones said. The count of shared
         blocks released (``shared_released``) is this receiver's to fill in."""
+        self._caller_ack = ack
         if self._maps is not None:
             ack = dataclasses.replace(ack, shared_released=self._maps.released)
+        failed, reason = self._failed_here.get(ack.series_id, (0, ""))
+        if failed:   # frames lost here, which the caller never saw
+            ack = dataclasses.replace(ack, released=ack.released + failed, failed=ack.failed + failed,
+                                      failed_reason=ack.failed_reason or reason)
         last = self._last_ack
         if ack == last:
             self._pending_ack = None
@@ -1069,6 +1122,8 @@ class StreamReceiver:
 
     def close(self) -> None:
         self._maps = None   # arrays still in use keep their mapping
+        if self._sock.closed:
+            return
         self._sock.disable_monitor()
         self._mon.close(0)
         self._sock.close(0)

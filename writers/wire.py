@@ -65,6 +65,11 @@ class WireFormatError(ValueError):
     """A message (or a block about to be encoded) does not follow the stream format."""
 
 
+class SharedSpectraError(WireFormatError):
+    """A well-formed frames message whose spectra this receiver cannot map from the
+    IOC's shared memory (its frames are lost here; the receiver reports them failed)."""
+
+
 def utc_now_iso() -> str:
     """Current time as an ISO 8601 string with UTC offset (used for start/end times)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
@@ -250,9 +255,15 @@ class Welcome:
 @dataclass(frozen=True)
 class Shared:
     """Receiver -> IOC: it read the probe file of the welcome (so it sees the IOC's
-    shared memory); from now on frames messages may name their spectra's place there."""
+    shared memory); from now on frames messages may name their spectra's place there.
+    An empty ``token``: stop that, send copies from now on (it could not map a segment).
+    ``pid`` and ``pid_namespace`` (inode of /proc/self/ns/pid) name the receiver's
+    process: if it disconnects, the IOC keeps the blocks it may still read until
+    that process is gone."""
 
     token: str
+    pid: int = 0
+    pid_namespace: int = 0
 
 
 @dataclass(frozen=True)
@@ -473,7 +484,7 @@ def _shared_spectra(where: Any, dtype: str, shape: list, part: memoryview,
     try:
         return shared(segment, offset, lease, dtype, shape)
     except OSError as exc:
-        raise WireFormatError(str(exc)) from exc
+        raise SharedSpectraError(str(exc)) from exc
 
 
 def decode(parts: Sequence[Any], hdr: Optional[dict[str, Any]] = None,

@@ -289,19 +289,62 @@ def test_a_shared_reference_without_maps_is_a_format_error(pool):
 
 
 def test_segments_of_dead_iocs_are_removed_and_live_ones_kept(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    """An IOC killed with SIGKILL leaves its files; the next IOC removes them, and never
+    the files of an IOC that runs (it holds its probe's lock), nor other files."""
+    code = ("import sys, time; from xspress3.writers.shared_frames import SharedPool; "
+            f"p = SharedPool({str(tmp_path)!r}); p.arrays(2, (4, 2, 8)); "
+            "print('ready', flush=True); time.sleep(60)")
+    dead = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert dead.stdout.readline().strip() == "ready"
+    dead.kill()
     dead.wait()
-    stale = tmp_path / f"xspress3-{dead.pid}-0123abcd-3"
-    live = tmp_path / f"xspress3-{os.getpid()}-0123abcd-3"
+    left = sorted(os.listdir(tmp_path))
+    assert len(left) == 2 and all(n.startswith(f"xspress3-{dead.pid}-") for n in left)
+    live = SharedPool(str(tmp_path))
+    live.arrays(2, SHAPE)
     other = tmp_path / "unrelated-file"
-    for path in (stale, live, other):
-        path.write_bytes(b"x")
+    other.write_bytes(b"x")
+    mine = sorted(os.listdir(tmp_path))
     pool = SharedPool(str(tmp_path))
     try:
-        assert not stale.exists()
-        assert live.exists() and other.exists()
+        names = set(os.listdir(tmp_path))
+        assert not any(n.startswith(f"xspress3-{dead.pid}-") for n in names)
+        assert set(mine) <= names
     finally:
         pool.close()
+        live.close()
+    assert os.listdir(tmp_path) == ["unrelated-file"]
+
+
+def test_arrays_are_found_by_their_base_not_by_address(pool):
+    """A new segment may take the addresses of one just unmapped: only our live bases,
+    and views of them, are located."""
+    for _ in range(3):
+        a, = pool.arrays(1, SHAPE)
+        name, offset = pool.locate(a[2:4])
+        assert offset == HEADER_BYTES + 2 * a[0].nbytes
+        del a
+    copy = np.zeros(SHAPE, np.uint32)
+    assert pool.locate(copy) is None
+    assert pool.locate(copy[1:]) is None
+
+
+def test_maps_open_only_regular_files_of_this_user(pool, tmp_path):
+    os.mkfifo(tmp_path / "xspress3-1-0123abcd-9")
+    os.symlink(tmp_path / pool.probe, tmp_path / "xspress3-1-0123abcd-8")
+    maps = SharedMaps(pool.directory, pool.token)
+    for name in ("xspress3-1-0123abcd-9", "xspress3-1-0123abcd-8"):
+        with pytest.raises(SharedFramesError):   # neither blocks nor follows the link
+            maps.check_probe(name)
+
+
+def test_maps_keep_only_the_newest_segments_mapped(pool):
+    maps = SharedMaps(pool.directory, pool.token)
+    maps.check_probe(pool.probe)
+    for i in range(4):
+        a, = pool.arrays(1, SHAPE)
+        maps.array(*pool.locate(a), i, "<u4", list(SHAPE))
+    assert len(maps._maps) == 3
 
 
 def test_block_buffers_fall_back_to_ordinary_memory_when_shared_memory_fails(caplog):
@@ -315,10 +358,10 @@ def test_block_buffers_fall_back_to_ordinary_memory_when_shared_memory_fails(cap
     assert "ordinary memory" in caplog.text and "No space left" in caplog.text
 
 
-def test_a_receiver_releases_the_lease_of_a_message_it_cannot_decode(tmp_path):
-    """A shared block whose segment the receiver cannot map is dropped as malformed
-    (its frames are then counted by the IOC at the series end), and its lease is
-    released, so the leases after it still count."""
+def test_a_block_the_receiver_cannot_map_is_reported_failed_and_copies_follow(tmp_path):
+    """A shared block whose segment the receiver cannot map: its frames are acknowledged
+    failed with the reason at once (the IOC counts them, no end timeout), its lease is
+    released, and the IOC sends copies from then on."""
     with shared_stream(tmp_path, keep=4) as (sender, receiver, buffers, collector):
         sender.begin_series(make_start("bad", channels=SHAPE[1], bins=SHAPE[2]))
         good = shared_block(buffers.take(4, SHAPE), 0, 4)
@@ -327,12 +370,51 @@ def test_a_receiver_releases_the_lease_of_a_message_it_cannot_decode(tmp_path):
         receiver._maps.token = "f" * 32          # as if the next segment were another IOC's
         receiver._maps._maps.clear()
         assert sender.offer(shared_block(buffers.take(4, SHAPE), 4, 4), 10)
-        assert wait_for(lambda: receiver.bad_messages == 1)
+        assert wait_for(lambda: not sender._holder.shared)
+        assert wait_for(lambda: sender.lost_reasons.get("receiver could not store") == 4)
+        after = shared_block(buffers.take(4, SHAPE), 8, 4)
+        assert sender.offer(after, 10)
+        assert wait_for(lambda: len(collector.blocks()) == 2)
+        got = collector.blocks()[1]
+        assert got.first_frame == 8 and np.array_equal(got.spectra, after.spectra)
         collector.messages.clear()
-        del good
+        del good, got
         gc.collect()
         assert wait_for(lambda: receiver._maps.released == 2)
-        receiver.ack(wire.Ack("bad", 8, 4, 4, "could not map"))
+        for _ in range(3):   # releases re-sent: the failed frames must not count again
+            receiver._shared_update()
+            receiver.send_pending_ack()
+        time.sleep(0.2)
+        assert sender.lost_reasons == {"receiver could not store": 4}
+        receiver.ack(wire.Ack("bad", 8, 8))      # the caller's counts: the 8 frames it got
         assert wait_for(lambda: not sender._holder.leases)
         end = sender.end_series("done", timeout=10)
-        assert (end.frames_sent, end.frames_lost) == (4, 4)
+        assert (end.frames_sent, end.frames_lost) == (8, 4)
+        assert receiver.bad_messages == 0
+
+
+def test_blocks_a_departed_receiver_may_still_read_stay_reserved_until_it_exits(tmp_path, monkeypatch):
+    """The holder's socket goes away while its process may still read the blocks it
+    was sent: the IOC keeps them (the pool does not reuse that memory) until the
+    process is gone."""
+    with shared_stream(tmp_path, keep=2) as (sender, receiver, buffers, collector):
+        assert sender._holder.pid == os.getpid()
+        sender.begin_series(make_start("orphan", channels=SHAPE[1], bins=SHAPE[2]))
+        block = shared_block(buffers.take(SHAPE[0], SHAPE), 0, SHAPE[0])
+        expected = block.spectra.copy()
+        assert sender.offer(block, 10)
+        del block
+        assert wait_for(lambda: len(collector.blocks()) == 1)
+        held = collector.blocks()[0]
+        collector.close()
+        receiver.close()                         # its socket goes; this process keeps `held`
+        assert wait_for(lambda: sender.receivers == 0)
+        for _ in range(4):
+            other = buffers.take(SHAPE[0], SHAPE)
+            other[...] = 0xDEAD
+            del other
+        time.sleep(2 * stream.ORPHAN_CHECK_S)    # past a check of the departed receivers
+        assert np.array_equal(held.spectra, expected)
+        assert len(sender._orphans) == 1
+        monkeypatch.setattr(stream, "process_alive", lambda pid: pid != os.getpid())
+        assert wait_for(lambda: not sender._orphans)   # the process "ended": released
