@@ -39,7 +39,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from xspress3.writers import hdf5, layout, wire
@@ -306,7 +305,7 @@ def main(argv=None) -> int:
               f"{statistics.median(m.minflt for m in res[name]) / args.frames:9.2f} |")
     parted = [n for n in names if all(hasattr(m, "parts") for m in res[n])]
     if parted:
-        print(f"\nparts of the series runs (median us per frame, process CPU): "
+        print("\nparts of the series runs (median us per frame, process CPU): "
               "create = layout.create, flush = the periodic flushes (0.25 s), close = close(True)")
         for name in parted:
             print(f"  {name:<18} " + ", ".join(

@@ -3,7 +3,6 @@ put refuses (a put error, a status message, nothing stored) and where a capture
 writes (real IOC, real files)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 

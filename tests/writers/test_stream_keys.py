@@ -8,7 +8,6 @@ import sys
 import threading
 
 import pytest
-import zmq
 
 from xspress3.writers import monitor, stream_keys, wire
 from xspress3.writers.stream import StreamReceiver, StreamSender
