@@ -187,8 +187,9 @@ class SharedPool:
     def arrays(self, count: int, shape: tuple, dtype=np.uint32) -> list[np.ndarray]:
         """`count` arrays of `shape` in one new segment. Each is its own base (views of
         it keep it, not the segment, alive), as SpectrumBuffers counts references per base.
-        Segments two allocations old are removed from the directory (a receiver that
-        mapped them keeps its mapping)."""
+        The previous segment leaves the directory now: a new pool is made between runs,
+        when the stream has no block of the last one in flight, and a receiver that
+        mapped it keeps its mapping; its memory goes with the last mapping."""
         one = int(np.prod(shape)) * np.dtype(dtype).itemsize
         segment, mm = self._create(count * one)
         # np.ndarray over the mapping (not a reshaped frombuffer, itself a view): views of
@@ -196,7 +197,7 @@ class SharedPool:
         bases = [np.ndarray(shape, dtype, buffer=mm, offset=HEADER_BYTES + i * one)
                  for i in range(count)]
         with self._lock:
-            old, self._segments = self._segments[:-1], self._segments[-1:] + [segment]
+            old, self._segments = self._segments, [segment]
             self._bases = {k: v for k, v in self._bases.items() if v[0]() is not None}
             for i, base in enumerate(bases):
                 self._bases[id(base)] = (weakref.ref(base), segment.name, HEADER_BYTES + i * one)

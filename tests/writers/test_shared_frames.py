@@ -77,7 +77,7 @@ def test_pool_segments_are_private_files_with_the_token_and_go_at_close(tmp_path
 def test_old_segments_leave_the_directory(pool, tmp_path):
     for _ in range(4):
         pool.arrays(2, SHAPE)
-    assert len(os.listdir(tmp_path)) == 3   # probe, the newest two
+    assert len(os.listdir(tmp_path)) == 2   # the probe and the newest segment
 
 
 def test_receiver_maps_read_the_same_values_and_count_releases_in_order(pool):
