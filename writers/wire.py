@@ -227,8 +227,9 @@ class Ack:
     ``released``: frames no longer held in the receiver's memory (credit back);
     ``stored``: frames safe where the receiver keeps them (flushed to its file);
     ``failed``: frames it received but will never store, ``failed_reason`` says why;
-    ``shared_released``: blocks sent by shared memory (shared_frames.py) of which the
-    receiver holds no view any more, cumulative over the connection, not the series."""
+    ``shared_released``: every lease below this number (one per block sent by shared
+    memory, shared_frames.py, numbered over the connection, not the series) is
+    released: the receiver holds no view of those blocks any more."""
 
     series_id: str
     released: int
@@ -315,8 +316,6 @@ def encode_block(block: FrameBlock, series_id: str | None = None,
     which lease (numbered from 0 over the connection) the receiver releases."""
     block.validate()
     arrays = [_as_wire_array(getattr(block, name)) for name in ARRAY_PARTS]
-    if shared is not None:
-        arrays[0] = block.spectra   # located by the caller: little-endian and C-contiguous
     header: dict[str, Any] = {
         "type": TYPE_FRAMES,
         "version": FORMAT_VERSION,
@@ -328,12 +327,13 @@ def encode_block(block: FrameBlock, series_id: str | None = None,
     }
     for name, arr in zip(ARRAY_PARTS, arrays):
         header[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape)}
-    parts: list[Union[bytes, memoryview]] = [_json_part(header)]
-    parts.extend(memoryview(arr).cast("B") for arr in arrays)
     if shared is not None:
         header["spectra"]["shared"] = {"segment": shared[0], "offset": int(shared[1]),
                                        "lease": int(shared[2])}
-        parts[0], parts[1] = _json_part(header), b""
+    parts: list[Union[bytes, memoryview]] = [_json_part(header)]
+    parts.extend(memoryview(arr).cast("B") for arr in arrays)
+    if shared is not None:
+        parts[1] = b""
     return parts
 
 
@@ -423,14 +423,23 @@ def _fields_from(cls: type, hdr: dict[str, Any]) -> dict[str, Any]:
 SharedResolver = Callable[[str, int, int, str, list], np.ndarray]
 
 
+def _shared_reference(where: Any) -> tuple[str, int, int]:
+    """(segment, offset, lease) of a ``"shared"`` spectra description."""
+    try:
+        segment, offset, lease = str(where["segment"]), int(where["offset"]), int(where["lease"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireFormatError(f"malformed shared-memory reference {where!r}") from exc
+    return segment, offset, lease
+
+
 def shared_lease(hdr: dict[str, Any]) -> Optional[int]:
     """The lease of a frames header whose spectra are in shared memory, else None
     (a receiver that cannot decode the message still releases its lease)."""
     try:
-        lease = hdr["spectra"]["shared"]["lease"]
-    except (KeyError, TypeError):
+        lease = _shared_reference(hdr["spectra"]["shared"])[2]
+    except (KeyError, TypeError, WireFormatError):
         return None
-    return lease if isinstance(lease, int) and not isinstance(lease, bool) and lease >= 0 else None
+    return lease if lease >= 0 else None
 
 
 def _decode_frames(hdr: dict[str, Any], parts: Sequence[Any],
@@ -477,10 +486,7 @@ def _shared_spectra(where: Any, dtype: str, shape: list, part: memoryview,
         raise WireFormatError("spectra in shared memory, but this receiver did not ask for it")
     if part.nbytes:
         raise WireFormatError("spectra both in shared memory and in the message")
-    try:
-        segment, offset, lease = str(where["segment"]), int(where["offset"]), int(where["lease"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WireFormatError(f"malformed shared-memory reference {where!r}") from exc
+    segment, offset, lease = _shared_reference(where)
     try:
         return shared(segment, offset, lease, dtype, shape)
     except OSError as exc:
