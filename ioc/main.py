@@ -13,7 +13,7 @@ from typing import Optional
 
 
 from xspress3.driver import LibraryError, Xspress3Error
-from xspress3.writers.shared_frames import default_directory
+from xspress3.writers.shared_frames import directory_for
 from xspress3.writers.stream_keys import ServerKeys, StreamKeyError
 
 from .access_security import AccessPolicy, AcfError, load_acf, secured_context
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
               + " (limit with --interfaces, --stream, --monitor)", flush=True)
     if options.data_root is not None:
         print(f"xspress3-ioc: files only under the data root {options.data_root}", flush=True)
-    shared = default_directory() if options.stream_shm is None else options.stream_shm
+    shared = directory_for(options.stream_shm)
     if options.stream and shared:
         print(f"xspress3-ioc: frames in shared memory under {shared} for a receiver on this host "
               "(--stream-shm none: every frame over the socket)", flush=True)

@@ -11,9 +11,9 @@ writes from them. Nothing is copied between the processes.
 Safety: a receiver uses shared memory only after reading a random token from the
 IOC's probe file (same host, same user), and every segment starts with that
 token. The IOC keeps each block it sent by reference until the receiver says it
-let go of every view of it (``Ack.shared_released``, counted in blocks): the
-readout cannot reuse that memory while the receiver reads it. Files are created
-mode 0600 and removed when the IOC closes the stream.
+let go of every view of it (``Ack.shared_released``, counted in leases, one per
+block): the readout cannot reuse that memory while the receiver reads it. Files
+are created mode 0600 and removed when the IOC closes the stream.
 """
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ MAGIC = b"XSP3SHM1"
 #: Bytes before a segment's arrays: the magic and the token, padded to a page.
 HEADER_BYTES = 4096
 DEFAULT_DIR = "/dev/shm"
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
-_SEGMENT_NAME = re.compile(r"^(xspress3-\d+-[0-9a-f]{8})-\d+$")   # group 1: one IOC's prefix
-#: Segments a receiver keeps mapped for later blocks: the probe and the IOC's newest two
+#: Every segment's file name (the probe is segment 0); group 1: one IOC's prefix
+_SEGMENT_NAME = re.compile(r"^(xspress3-\d+-[0-9a-f]{8})-\d+$")
+#: Segments a receiver keeps mapped for later blocks: the probe, the IOC's pool and
+#: the pool before it (views of older ones keep their own mapping)
 MAPS_KEPT = 3
 
 
@@ -67,9 +68,13 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def default_directory() -> str:
-    """/dev/shm where it exists and is writable, else "" (no shared memory)."""
-    return DEFAULT_DIR if os.path.isdir(DEFAULT_DIR) and os.access(DEFAULT_DIR, os.W_OK) else ""
+def directory_for(setting: Optional[str]) -> str:
+    """The directory of the frame memory for the IOC's setting (--stream-shm): None,
+    /dev/shm where it exists and is writable; "", none. Absolute: the receiver is
+    told this path."""
+    if setting is None:
+        setting = DEFAULT_DIR if os.path.isdir(DEFAULT_DIR) and os.access(DEFAULT_DIR, os.W_OK) else ""
+    return os.path.realpath(setting) if setting else ""
 
 
 def _header(token: str) -> bytes:
@@ -77,7 +82,7 @@ def _header(token: str) -> bytes:
 
 
 def _check_name(name: str) -> None:
-    if not name or name.startswith(".") or not set(name) <= _NAME_CHARS:
+    if not _SEGMENT_NAME.match(name):
         raise SharedFramesError(f"not a segment name: {name!r}")
 
 
@@ -139,32 +144,29 @@ def remove_stale(directory: str) -> list[str]:
 
 
 class SharedPool:
-    """IOC side: segments of frame memory in `directory`, and where an array lies in them."""
+    """IOC side: segments of frame memory in `directory` (absolute: the receiver is told
+    it), and where an array lies in them."""
 
-    def __init__(self, directory: Optional[str] = None) -> None:
-        chosen = default_directory() if directory is None else directory
-        self.directory = os.path.realpath(chosen) if chosen else ""   # the receiver's path too
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
         self.token = secrets.token_hex(16)
         self._prefix = f"xspress3-{os.getpid()}-{self.token[:8]}"
-        self._segments: list[_Segment] = []
+        self._segment: Optional[_Segment] = None   # the pool's; older ones are removed
         #: id(base) -> (weak reference to the base, segment name, offset of the base):
         #: arrays are found by the base they view, never by address (a freed segment's
         #: addresses may be reused by the next one)
         self._bases: dict[int, tuple] = {}
         self._count = 0
         self._lock = threading.Lock()
-        self._probe: Optional[_Segment] = None
-        self._probe_fd: Optional[int] = None
-        if self.directory:
-            remove_stale(self.directory)
-            self._probe = self._create(0)[0]
-            self._probe_fd = os.open(self._probe.path, os.O_RDONLY)
-            _lock_file(self._probe_fd)
+        remove_stale(directory)
+        self._probe = self._create(0)[0]
+        self._probe_fd: Optional[int] = os.open(self._probe.path, os.O_RDONLY)
+        _lock_file(self._probe_fd)
 
     @property
     def probe(self) -> str:
-        """File name of the probe segment (header only), "" without a directory."""
-        return self._probe.name if self._probe is not None else ""
+        """File name of the probe segment (header only)."""
+        return self._probe.name
 
     def _create(self, nbytes: int) -> tuple[_Segment, mmap.mmap]:
         name = f"{self._prefix}-{self._count}"
@@ -197,12 +199,12 @@ class SharedPool:
         bases = [np.ndarray(shape, dtype, buffer=mm, offset=HEADER_BYTES + i * one)
                  for i in range(count)]
         with self._lock:
-            old, self._segments = self._segments, [segment]
+            old, self._segment = self._segment, segment
             self._bases = {k: v for k, v in self._bases.items() if v[0]() is not None}
             for i, base in enumerate(bases):
                 self._bases[id(base)] = (weakref.ref(base), segment.name, HEADER_BYTES + i * one)
-        for s in old:
-            self._remove(s)
+        if old is not None:
+            self._remove(old)
         return bases
 
     def locate(self, arr: np.ndarray) -> Optional[tuple[str, int]]:
@@ -227,12 +229,11 @@ class SharedPool:
     def close(self) -> None:
         """Remove every segment file (mappings in use stay valid until unmapped)."""
         with self._lock:
-            segments, self._segments = self._segments, []
+            segment, self._segment = self._segment, None
             self._bases = {}
-        if self._probe is not None:
-            segments.append(self._probe)
-        for s in segments:
-            self._remove(s)
+        for s in (segment, self._probe):
+            if s is not None:
+                self._remove(s)
         if self._probe_fd is not None:
             os.close(self._probe_fd)
             self._probe_fd = None
@@ -271,11 +272,10 @@ class SharedMaps:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
                 raise SharedFramesError(f"{path} is not a file of this user")
-            mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, SharedFramesError):
-                raise
-            raise SharedFramesError(f"cannot map shared frame memory {path}: {exc}") from exc
+            try:
+                mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            except (OSError, ValueError) as exc:
+                raise SharedFramesError(f"cannot map shared frame memory {path}: {exc}") from exc
         finally:
             os.close(fd)
         header = _header(self.token)
@@ -313,7 +313,3 @@ class SharedMaps:
             while self.released in self._done:
                 self._done.remove(self.released)
                 self.released += 1
-
-    def close(self) -> None:
-        """Drop the mappings (arrays still using one keep it alive)."""
-        self._maps.clear()

@@ -40,7 +40,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import wire
-from .shared_frames import SharedFramesError, SharedMaps, SharedPool, pid_namespace, process_alive
+from .shared_frames import (SharedFramesError, SharedMaps, SharedPool, directory_for, pid_namespace,
+                            process_alive)
 
 log = logging.getLogger(__name__)
 
@@ -296,14 +297,12 @@ class StreamSender:
             self._ready.clear()
             raise OSError(f"cannot bind stream socket to {self._bind_endpoint}: {error}") from error
         log.info("stream sender bound to %s", self._endpoint)
-        if self._shared_dir != "":
+        directory = directory_for(self._shared_dir)
+        if directory:
             try:
-                self.shared_pool = SharedPool(self._shared_dir)
+                self.shared_pool = SharedPool(directory)
             except OSError as exc:   # the stream works without it, by copy
                 log.warning("stream: no shared frame memory (%s); frames go by copy", exc)
-            else:
-                if not self.shared_pool.directory:
-                    self.shared_pool = None
 
     def close(self, linger: float = 1.0) -> None:
         """Stop the thread; queued blocks are counted lost ("sender closed").
@@ -912,7 +911,9 @@ class StreamReceiver:
         self.refused_reason = ""
         self.shared = shared
         self._maps: Optional[SharedMaps] = None   # the IOC's frame memory, once welcomed
-        self._failed_here: dict[str, tuple[int, str]] = {}   # series -> (frames, reason)
+        #: frames of the open series lost here (their spectra could not be mapped): the
+        #: caller never saw them, ack() adds them as failed
+        self._failed_here: tuple[str, int, str] = ("", 0, "")   # series, frames, reason
         self._hello = wire.Hello(window_bytes, name or f"{socket.gethostname()}:{os.getpid()}")
         self._ctx = context or zmq.Context.instance()
         self._sock = receiver_socket(self._ctx, rcvhwm, keys)
@@ -1025,8 +1026,8 @@ class StreamReceiver:
         asked to send copies from now on."""
         count, series_id = int(hdr.get("count", 0)), str(hdr.get("series_id", ""))
         log.error("%d frames of %s lost: %s; asking the IOC for copies from now on", count, series_id, reason)
-        done, _ = self._failed_here.get(series_id, (0, ""))
-        self._failed_here = {series_id: (done + count, reason)}   # only the open series counts
+        held_series, done, _ = self._failed_here
+        self._failed_here = (series_id, (done if held_series == series_id else 0) + count, reason)
         try:
             self._sock.send_multipart(wire.encode_control(wire.Shared("")), zmq.NOBLOCK)
         except zmq.Again:
@@ -1080,8 +1081,8 @@ class StreamReceiver:
         self._caller_ack = ack
         if self._maps is not None:
             ack = dataclasses.replace(ack, shared_released=self._maps.released)
-        failed, reason = self._failed_here.get(ack.series_id, (0, ""))
-        if failed:   # frames lost here, which the caller never saw
+        failed_series, failed, reason = self._failed_here
+        if failed and failed_series == ack.series_id:   # frames lost here, which the caller never saw
             ack = dataclasses.replace(ack, released=ack.released + failed, failed=ack.failed + failed,
                                       failed_reason=ack.failed_reason or reason)
         last = self._last_ack
