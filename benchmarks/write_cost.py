@@ -43,6 +43,9 @@ import numpy as np
 
 from xspress3.writers import hdf5, layout, wire
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import settle  # noqa: E402  (the same page-cache preparation as bench.py)
+
 CHANNELS, BINS = 4, 4096
 FRAME_BYTES = CHANNELS * BINS * 4
 BLOCK_FRAMES = 128            # one readout block: 8 MiB
@@ -89,15 +92,6 @@ def start_msg(frames: int) -> wire.SeriesStart:
                             event_width=[6.0 + c for c in range(CHANNELS)], exposure_s=0.001,
                             start_time="2024-01-01T12:00:00.000000+00:00", frames_expected=frames,
                             detector={"model": "Xspress3 (synthetic)", "simulated": True})
-
-
-def settle(nbytes: int) -> None:
-    """As benchmarks/bench.py: earlier dirty pages written back, then `nbytes` of
-    memory touched and freed, so the next write gets warm pages (on this VM the
-    first write into never-touched page-cache pages runs several times slower)."""
-    os.sync()
-    warm = np.ones(nbytes // 8)
-    del warm
 
 
 class Meter:
