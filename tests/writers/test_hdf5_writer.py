@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import h5py
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 
 from xspress3.writers import hdf5, layout
 
-from writers_helpers import block_values, make_start
+from writers_helpers import block_values, make_start, wait_for
 
 
 @pytest.fixture
@@ -31,15 +30,6 @@ def writer():
     w.threads = threads  # type: ignore[attr-defined]
     yield w
     w.close()
-
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_series_is_written_and_reported(writer, tmp_path):

@@ -5,7 +5,6 @@ import io
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -14,7 +13,7 @@ import pytest
 
 from xspress3.writers import layout, receive, stream, wire
 
-from writers_helpers import block_values, make_start
+from writers_helpers import block_values, make_start, wait_for
 
 
 def start_receiver(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -28,15 +27,6 @@ def sender():
     s.start()
     yield s
     s.close()
-
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_receiver_writes_the_same_values(sender, tmp_path, subprocess_env):

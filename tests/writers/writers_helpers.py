@@ -1,6 +1,8 @@
 """Deterministic blocks and series for the data-path tests (imported by name: unique module)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from xspress3.writers import wire
@@ -29,3 +31,13 @@ def make_start(series_id: str = "test_series", channels: int = 4, bins: int = 64
     kw.setdefault("exposure_s", 0.01)
     kw.setdefault("start_time", "2024-01-01T12:00:00.000000+00:00")
     return wire.SeriesStart(series_id=series_id, channels=channels, bins=bins, **kw)
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds have passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
