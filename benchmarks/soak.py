@@ -67,7 +67,8 @@ class Checker(threading.Thread):
     def __init__(self, endpoint: str):
         super().__init__(name="soak-checker", daemon=True)
         from xspress3.writers.stream import StreamReceiver
-        self._receiver = StreamReceiver(endpoint)
+        # shared memory: the checker lets go of each block once checked
+        self._receiver = StreamReceiver(endpoint, shared=True)
         self._stop_event = threading.Event()
         self._cond = threading.Condition()
         self.series: list = []

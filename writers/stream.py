@@ -895,11 +895,14 @@ class StreamReceiver:
                  poll_timeout_s: float = 0.2, context: Optional[zmq.Context] = None,
                  window_bytes: int = wire.DEFAULT_WINDOW_BYTES, auto_ack: bool = True,
                  name: str = "", on_sync: Optional[Callable[[str], None]] = None, keys=None,
-                 shared: bool = True) -> None:
+                 shared: Optional[bool] = None) -> None:
         """``rcvhwm``: messages zmq may queue here (0: no limit; the window bounds them).
         ``keys``: stream_keys.ClientKeys (CURVE) or None. ``shared``: take the IOC's offer
         of shared frame memory when it can be mapped here (shared_frames.py); False:
-        every frame is copied over the socket.
+        every frame is copied over the socket. By default only a receiver that
+        acknowledges itself (``auto_ack=False``, a writer) takes it: frames kept in
+        memory would keep the IOC's block pool (the memory it reads the detector
+        into) from being reused for as long as they are kept.
         ``on_sync(series_id)``: the IOC sent every frame of the series and waits for the
         acknowledgement (a writer flushes now)."""
         self.endpoint = endpoint
@@ -909,7 +912,7 @@ class StreamReceiver:
         self.bad_messages = 0
         self.holding = False   # the IOC welcomed this receiver
         self.refused_reason = ""
-        self.shared = shared
+        self.shared = (not auto_ack) if shared is None else shared
         self._maps: Optional[SharedMaps] = None   # the IOC's frame memory, once welcomed
         #: frames of the open series lost here (their spectra could not be mapped): the
         #: caller never saw them, ack() adds them as failed

@@ -4,6 +4,7 @@ receiver still reads never reused by the readout's block pool."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import stat
@@ -20,6 +21,7 @@ from xspress3.writers import stream, wire
 from xspress3.writers.shared_frames import (HEADER_BYTES, MAGIC, SharedFramesError, SharedMaps,
                                             SharedPool)
 
+import writers_helpers
 from writers_helpers import make_start
 
 LOCAL = "tcp://127.0.0.1:0"
@@ -43,13 +45,7 @@ def shared_block(base: np.ndarray, first: int, n: int) -> wire.FrameBlock:
                            dtfactor=np.ones((n, ch)), dtpercent=np.zeros((n, ch)))
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+wait_for = functools.partial(writers_helpers.wait_for, timeout=10.0)
 
 
 def test_pool_segments_are_private_files_with_the_token_and_go_at_close(tmp_path):
@@ -418,3 +414,15 @@ def test_blocks_a_departed_receiver_may_still_read_stay_reserved_until_it_exits(
         assert len(sender._orphans) == 1
         monkeypatch.setattr(stream, "process_alive", lambda pid: pid != os.getpid())
         assert wait_for(lambda: not sender._orphans)   # the process "ended": released
+
+
+def test_only_a_receiver_that_acknowledges_itself_takes_the_offer_by_default():
+    """A client that keeps frames in memory (auto_ack) would hold the IOC's block pool
+    while it keeps them: it gets copies unless it asks for shared memory."""
+    for kwargs, expected in (({}, False), ({"auto_ack": False}, True),
+                             ({"shared": True}, True), ({"auto_ack": False, "shared": False}, False)):
+        receiver = stream.StreamReceiver("tcp://127.0.0.1:1", **kwargs)
+        try:
+            assert receiver.shared is expected, kwargs
+        finally:
+            receiver.close()
